@@ -1,0 +1,4 @@
+from edge_lottery.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -146,7 +146,8 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
-        h.update(memoryview(a).cast("B"))
+        if a.size:  # memoryview cannot cast an empty array
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
@@ -406,7 +407,8 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def _idx_sha256(array: np.ndarray) -> str:
     a = np.ascontiguousarray(array)
     h = hashlib.sha256(bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape))
-    h.update(memoryview(a).cast("B"))
+    if a.size:
+        h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 

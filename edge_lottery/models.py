@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -297,10 +298,14 @@ def build_model(
     """
     get_model_spec(name)  # validates the name
     shape = _check_input_shape(name, input_shape)
-    if name != "fc_autoencoder" and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ModelError(expected(f"num_classes for {name}", "an integer >= 1", num_classes))
+    if name != "fc_autoencoder":
+        try:
+            classes = operator.index(num_classes) if not isinstance(num_classes, bool) else 0
+        except TypeError:
+            classes = 0
+        if classes < 1:
+            raise ModelError(expected(f"num_classes for {name}", "an integer >= 1", num_classes))
+        num_classes = classes
     if not isinstance(weight_decay, int | float) or weight_decay < 0:
         raise ModelError(expected("weight_decay", "a float >= 0", weight_decay))
     import tf_keras  # lazy: TensorFlow loads only when a model is built
@@ -385,10 +390,13 @@ class _Builder:
             kernel_initializer=self._init(init, name), kernel_regularizer=self._reg(), name=name,
         )(x)
 
-    def depthwise(self, x: Any, name: str, init: str, *, strides: int = 1) -> Any:
+    def depthwise(self, x: Any, name: str, *, strides: int = 1) -> Any:
+        """3x3 depthwise conv. The MLPerf Tiny references pass ``kernel_initializer`` and
+        ``kernel_regularizer`` to DepthwiseConv2D, which ignores both; so, as in their trained
+        models, the depthwise kernel is Glorot-uniform initialised and not weight-decayed."""
         return self.k.layers.DepthwiseConv2D(
-            (3, 3), strides=strides, padding="same", depthwise_initializer=self._init(init, name),
-            depthwise_regularizer=self._reg(), name=name,
+            (3, 3), strides=strides, padding="same",
+            depthwise_initializer=self._init("glorot_uniform", name), name=name,
         )(x)
 
     def bn_relu(self, x: Any, prefix: str, suffix: str = "") -> Any:
@@ -464,7 +472,7 @@ def _resnet8(b: _Builder, x: Any, num_classes: int) -> Any:
 
 
 def _separable(b: _Builder, x: Any, filters: int, prefix: str, init: str, stride: int = 1) -> Any:
-    x = b.depthwise(x, f"{prefix}depthwise", init, strides=stride)
+    x = b.depthwise(x, f"{prefix}depthwise", strides=stride)
     x = b.bn_relu(x, prefix, "1")
     x = b.conv(x, filters, (1, 1), f"{prefix}pointwise", init)
     return b.bn_relu(x, prefix, "2")

@@ -1,0 +1,76 @@
+"""Tiny .tflite models for the device-target tests, built once per test session.
+
+Conv2D(4, 3x3) -> Flatten -> Dense(10) on 8x8x1 inputs, as float32 and full-integer int8, plus a
+Dense-only int8 model whose weight is big enough to be worth packing for TFLite-Micro DECODE.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+
+#: Hand-computed MACs of the conv model: Conv2D 'valid' 3x3x1 -> 6x6x4, then Dense 144 -> 10.
+CONV_MACS = 6 * 6 * 4 * 3 * 3 * 1 + 144 * 10
+#: Dense 64 -> 32 -> 10.
+DENSE_MACS = 64 * 32 + 32 * 10
+
+
+@functools.lru_cache(maxsize=1)
+def _dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="edge-lottery-bench-models-"))
+
+
+def _keras_conv():
+    import numpy as np
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    return model, np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+
+
+def _keras_dense():
+    import numpy as np
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((64,)),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+    # sparsify the first weight so packing is worthwhile
+    w, b = model.layers[0].get_weights()
+    w[np.abs(w) < np.quantile(np.abs(w), 0.6)] = 0.0
+    model.layers[0].set_weights([w, b])
+    return model, np.random.default_rng(0).random((16, 64), dtype=np.float32)
+
+
+def _convert(model, data, int8: bool) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([row[None]] for row in data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(kind: str = "conv", int8: bool = False) -> Path:
+    """Path of a cached tiny model: kind 'conv' or 'dense', float32 or int8."""
+    model, data = _keras_conv() if kind == "conv" else _keras_dense()
+    path = _dir() / f"{kind}_{'int8' if int8 else 'float'}.tflite"
+    path.write_bytes(_convert(model, data, int8))
+    return path

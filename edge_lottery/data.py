@@ -278,7 +278,7 @@ def _load_mnist_like(name: str, data_dir: Any, validation_size: int | None, seed
     npz = next((d / f"{name}.npz" for d in dirs if (d / f"{name}.npz").is_file()), None)
     if npz is not None:
         splits = _read_npz(name, npz)
-        source = str(npz)
+        source = str(npz.resolve())
     else:
         splits, source = _read_idx_set(name, root, dirs, wanted)
 
@@ -349,7 +349,7 @@ def _read_idx_set(
         _check_array(found[img_file], images, (n, rows, cols))
         _check_array(found[lbl_file], labels, (n,))
         out[split] = (images, labels)
-    return out, str(directory)
+    return out, str(directory.resolve())
 
 
 def read_idx(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> np.ndarray:

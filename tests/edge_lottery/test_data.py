@@ -204,7 +204,7 @@ def test_idx_files_load_like_npz(tmp_path: Path, mnist_arrays: dict[str, np.ndar
     # Same content, whichever layout it came from: the identity hash must agree.
     assert from_idx.sha256 == from_npz.sha256
     assert np.array_equal(from_idx.x_test, from_npz.x_test)
-    assert from_idx.source == str(tmp_path)
+    assert from_idx.source == str(tmp_path.resolve())
 
 
 def test_idx_in_subfolder(tmp_path: Path, mnist_arrays: dict[str, np.ndarray]) -> None:
@@ -306,3 +306,14 @@ def test_incomplete_idx_set_names_missing_file(tmp_path: Path, mnist_arrays: dic
         load_dataset("mnist", tmp_path)
     msg = _one_line(exc)
     assert "missing t10k-labels-idx1-ubyte" in msg and str(tmp_path) in msg
+
+
+def test_debian_fashion_mnist_package() -> None:
+    """The real re-gzipped IDX files of Debian's dataset-fashion-mnist verify against the pins."""
+    root = Path("/usr/share/datasets")
+    if not (root / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist not installed (/usr/share/datasets/fashion-mnist)")
+    ds = load_dataset("fashion_mnist", root)
+    assert ds.source == str((root / "fashion-mnist").resolve())
+    assert np.bincount(ds.y_test, minlength=10).tolist() == [1000] * 10
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (55000, 5000, 10000)

@@ -29,8 +29,52 @@ EXTRAS_REQUIRE = {
 }
 
 # ---- DELEGATE BUILD (owned by the sparse delegate; see converters/delegate) ----
-EXT_MODULES: list = []
-CMDCLASS: dict = {}
+# converters/delegate/_edge_sparse_delegate*.so is a plain C shared library (a TFLite external
+# delegate plugin, not a Python module). Each kernel translation unit gets its own ISA flags and
+# the library picks kernels at run time by cpuid, so one build runs on any x86-64 (no -march=native).
+# Hidden visibility; links only libc/libm. Works for `pip install .` and `pip install -e .`.
+import platform  # noqa: E402
+
+from setuptools import Extension  # noqa: E402
+from setuptools.command.build_ext import build_ext as _build_ext  # noqa: E402
+
+_DELEGATE_NAME = "converters.delegate._edge_sparse_delegate"
+_DELEGATE_DIR = "converters/delegate/src"
+_DELEGATE_SOURCES = [
+    f"{_DELEGATE_DIR}/{name}"
+    for name in ("delegate.c", "pack.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c",
+                 "kernels_neon.c")
+]
+_DELEGATE_HEADERS = [f"{_DELEGATE_DIR}/{name}" for name in ("tflite_abi.h", "edge_kernels.h", "pack.h", "pool.h",
+                                                             "kernels_generic.inc")]
+_DELEGATE_CFLAGS = ["-std=gnu11", "-O3", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-Wall"]
+_DELEGATE_ISA_FLAGS = {
+    "kernels_avx2.c": ["-mavx2", "-mfma"],
+    "kernels_avx512.c": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
+                         "-mprefer-vector-width=512"],
+}
+
+
+class BuildDelegate(_build_ext):
+    """build_ext that compiles the delegate's per-ISA translation units with their own flags."""
+
+    def build_extension(self, ext):
+        if ext.name != _DELEGATE_NAME:
+            return super().build_extension(ext)
+        x86 = platform.machine().lower() in ("x86_64", "amd64")
+        objects = []
+        for src in ext.sources:
+            flags = list(_DELEGATE_CFLAGS)
+            if x86:
+                flags += _DELEGATE_ISA_FLAGS.get(src.rsplit("/", 1)[-1], [])
+            objects += self.compiler.compile([src], output_dir=self.build_temp, extra_postargs=flags,
+                                             depends=ext.depends)
+        self.compiler.link_shared_object(objects, self.get_ext_fullpath(ext.name), libraries=["m"],
+                                         extra_postargs=["-Wl,--as-needed", "-Wl,-z,noexecstack"])
+
+
+EXT_MODULES: list = [Extension(_DELEGATE_NAME, sources=_DELEGATE_SOURCES, depends=_DELEGATE_HEADERS)]
+CMDCLASS: dict = {"build_ext": BuildDelegate}
 # ---- END DELEGATE BUILD ----
 
 setup(

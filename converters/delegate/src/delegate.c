@@ -1,0 +1,929 @@
+/*
+ * edge-lottery sparse delegate for TFLite / LiteRT (external-delegate plugin).
+ *
+ * Why the project writes its own: no open-source CPU delegate runs pruned (sparse) weights faster
+ * on x86; XNNPACK refuses sparse FULLY_CONNECTED and int8 DENSIFY graphs and the builtin sparse
+ * kernels are scalar there.  This delegate claims FULLY_CONNECTED and CONV_2D nodes (and the
+ * DENSIFY nodes feeding them), decodes whatever weight encoding the model carries, re-encodes the
+ * weights at init into the layout that runs fastest (measured per layer, or forced by an option)
+ * and runs them with kernels chosen at run time for the CPU (AVX-512 VNNI, AVX2, portable C/NEON).
+ * Everything it does not claim is left to the next delegate (XNNPACK) or the builtin kernels.
+ *
+ * It reaches the runtime only through the function pointers handed over in TfLiteContext; the
+ * declarations of that ABI are the project's own (tflite_abi.h).
+ */
+#define _GNU_SOURCE
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "edge_kernels.h"
+#include "pack.h"
+#include "pool.h"
+#include "tflite_abi.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+static const char* const kLayoutNames[EDGE_LAYOUT_COUNT] = {"dense", "csr", "1x16", "16x1", "16x4"};
+
+typedef struct Options {
+  float min_sparsity;
+  unsigned layouts; /* bit mask of allowed layouts */
+  int num_threads;  /* 0: the interpreter's recommended_num_threads */
+  int verbose;
+  char isa[16];
+} Options;
+
+typedef struct DelegateData {
+  EdgeDelegate base; /* first member: the runtime sees a TfLiteDelegate* */
+  Options opt;
+  EdgeKernelTable kt;
+} DelegateData;
+
+static void vlog(const DelegateData* dd, const char* fmt, ...) {
+  if (!dd->opt.verbose) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "edge_sparse_delegate: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+/* ------------------------------------------------------------------ CPU dispatch */
+
+static void select_kernels(EdgeKernelTable* kt, const char* want) {
+  memset(kt, 0, sizeof(*kt));
+  edge_kernels_scalar(kt);
+  if (strcmp(want, "scalar") == 0) return;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const int has_512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  if (has_512 && (strcmp(want, "auto") == 0 || strcmp(want, "avx512") == 0)) {
+    edge_kernels_avx512(kt);
+    return;
+  }
+  if (has_avx2 && strcmp(want, "scalar") != 0) edge_kernels_avx2(kt);
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+  edge_kernels_neon(kt);
+#endif
+}
+
+/* ------------------------------------------------------------------ node analysis */
+
+enum { KIND_FC = 0, KIND_CONV = 1 };
+
+typedef struct OpSpec {
+  int kind, node, dtype, act;
+  int in_t, out_t, bias_t;
+  int w_src_t;   /* tensor holding the weight values (constant, maybe sparse-encoded) */
+  int w_shape_t; /* tensor whose dims are the dense weight shape */
+  int densify_node;
+  int N, K, M;
+  int B, H, W, C, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl;
+  float sparsity;
+  int sparse_input; /* weights arrived sparse-encoded (FC v8 or behind DENSIFY) */
+} OpSpec;
+
+static int64_t numel(const EdgeTensor* t) {
+  if (!t->dims) return -1;
+  int64_t n = 1;
+  for (int i = 0; i < t->dims->size; i++) n *= t->dims->data[i];
+  return n;
+}
+
+static int tensor_ok(const EdgeContext* ctx, int idx) { return idx >= 0 && (size_t)idx < ctx->tensors_size; }
+
+#define DECLINE(...)                       \
+  do {                                     \
+    snprintf(why, whylen, __VA_ARGS__);    \
+    return -1;                             \
+  } while (0)
+
+/* Dense weights [N][K] (float or int8) of a spec; NULL with `why` set on malformed encodings. */
+static void* load_weights(EdgeContext* ctx, const OpSpec* s, char* why, size_t whylen) {
+  const EdgeTensor* src = &ctx->tensors[s->w_src_t];
+  const EdgeTensor* shp = &ctx->tensors[s->w_shape_t];
+  const int es = s->dtype == EDGE_F32 ? 4 : 1;
+  const size_t dense_bytes = (size_t)s->N * (size_t)s->K * es;
+  void* w = malloc(dense_bytes ? dense_bytes : 1);
+  if (!w) {
+    snprintf(why, whylen, "out of memory");
+    return NULL;
+  }
+  if (src->sparsity) {
+    if (edge_sparse_decode(src->sparsity, src->data, src->bytes, es, shp->dims->data, shp->dims->size, w, why,
+                           whylen) != 0) {
+      free(w);
+      return NULL;
+    }
+  } else {
+    if (src->bytes != dense_bytes || !src->data) {
+      snprintf(why, whylen, "weight bytes %zu, expected %zu", src->bytes, dense_bytes);
+      free(w);
+      return NULL;
+    }
+    memcpy(w, src->data, dense_bytes);
+  }
+  return w;
+}
+
+static int check_int8_quant(const EdgeContext* ctx, const OpSpec* s, char* why, size_t whylen) {
+  const EdgeTensor* in = &ctx->tensors[s->in_t];
+  const EdgeTensor* out = &ctx->tensors[s->out_t];
+  const EdgeTensor* wt = &ctx->tensors[s->w_src_t];
+  if (wt->quantization.type != eQuantAffine || !wt->quantization.params) DECLINE("int8 weights without affine quantization");
+  const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)wt->quantization.params;
+  if (!q->scale || (q->scale->size != 1 && q->scale->size != s->N)) DECLINE("weight scales: %d", q->scale ? q->scale->size : -1);
+  if (q->scale->size > 1 && q->quantized_dimension != 0) DECLINE("weights quantized on dimension %d", q->quantized_dimension);
+  if (q->zero_point)
+    for (int i = 0; i < q->zero_point->size; i++)
+      if (q->zero_point->data[i] != 0) DECLINE("asymmetric weights (zero point %d)", q->zero_point->data[i]);
+  for (int i = 0; i < q->scale->size; i++)
+    if (!(q->scale->data[i] > 0.f)) DECLINE("non-positive weight scale");
+  if (!(in->params.scale > 0.f) || !(out->params.scale > 0.f)) DECLINE("activation scales missing");
+  if (in->params.zero_point < -128 || in->params.zero_point > 127 || out->params.zero_point < -128 ||
+      out->params.zero_point > 127)
+    DECLINE("zero point outside int8");
+  return 0;
+}
+
+static int weight_source(EdgeContext* ctx, OpSpec* s, int w_t, const int* densify_of, char* why, size_t whylen) {
+  s->w_shape_t = w_t;
+  s->w_src_t = w_t;
+  s->densify_node = -1;
+  const EdgeTensor* w = &ctx->tensors[w_t];
+  if (w->allocation_type != eAllocMmapRo) {
+    const int dn = densify_of ? densify_of[w_t] : -1;
+    if (dn < 0) DECLINE("weights are not constant");
+    EdgeNode* dnode;
+    EdgeRegistration* dreg;
+    if (ctx->GetNodeAndRegistration(ctx, dn, &dnode, &dreg) != eStatusOk) DECLINE("DENSIFY node lookup failed");
+    if (!dnode->inputs || dnode->inputs->size != 1 || !tensor_ok(ctx, dnode->inputs->data[0])) DECLINE("DENSIFY inputs");
+    const int src = dnode->inputs->data[0];
+    const EdgeTensor* st = &ctx->tensors[src];
+    if (st->allocation_type != eAllocMmapRo || !st->sparsity) DECLINE("DENSIFY input is not a constant sparse tensor");
+    if (st->type != w->type) DECLINE("DENSIFY changes the type");
+    s->w_src_t = src;
+    s->densify_node = dn;
+    s->sparse_input = 1;
+  } else if (w->sparsity) {
+    s->sparse_input = 1;
+  }
+  return 0;
+}
+
+static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, const int* densify_of, OpSpec* s,
+                   char* why, size_t whylen) {
+  EdgeNode* node;
+  EdgeRegistration* reg;
+  memset(s, 0, sizeof(*s));
+  s->node = node_index;
+  s->bias_t = -1;
+  s->densify_node = -1;
+  if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != eStatusOk) DECLINE("node lookup failed");
+  if (reg->builtin_code == eOpFullyConnected) {
+    s->kind = KIND_FC;
+  } else if (reg->builtin_code == eOpConv2D) {
+    s->kind = KIND_CONV;
+  } else {
+    DECLINE("op %d is not FULLY_CONNECTED or CONV_2D", reg->builtin_code);
+  }
+  if (!node->inputs || node->inputs->size < 2 || node->inputs->size > 3 || !node->outputs || node->outputs->size != 1)
+    DECLINE("unexpected inputs/outputs");
+  s->in_t = node->inputs->data[0];
+  const int w_t = node->inputs->data[1];
+  s->bias_t = node->inputs->size == 3 ? node->inputs->data[2] : -1;
+  s->out_t = node->outputs->data[0];
+  if (!tensor_ok(ctx, s->in_t) || !tensor_ok(ctx, w_t) || !tensor_ok(ctx, s->out_t)) DECLINE("tensor index");
+  if (s->bias_t >= 0 && !tensor_ok(ctx, s->bias_t)) DECLINE("bias index");
+  if (!node->builtin_data) DECLINE("no builtin options");
+  const EdgeTensor* in = &ctx->tensors[s->in_t];
+  const EdgeTensor* out = &ctx->tensors[s->out_t];
+  const EdgeTensor* wt = &ctx->tensors[w_t];
+  if (in->type == eTypeFloat32 && wt->type == eTypeFloat32 && out->type == eTypeFloat32) {
+    s->dtype = EDGE_F32;
+  } else if (in->type == eTypeInt8 && wt->type == eTypeInt8 && out->type == eTypeInt8) {
+    s->dtype = EDGE_I8;
+  } else {
+    DECLINE("types in=%d weights=%d out=%d (need all float32 or all int8)", in->type, wt->type, out->type);
+  }
+  if (weight_source(ctx, s, w_t, densify_of, why, whylen) != 0) return -1;
+  if (!wt->dims || !in->dims || !out->dims) DECLINE("missing shapes");
+  if (s->bias_t >= 0) {
+    const EdgeTensor* b = &ctx->tensors[s->bias_t];
+    if (b->allocation_type != eAllocMmapRo || !b->data) DECLINE("bias is not constant");
+    if (b->type != (s->dtype == EDGE_F32 ? eTypeFloat32 : eTypeInt32)) DECLINE("bias type %d", b->type);
+  }
+  if (s->kind == KIND_FC) {
+    const EdgeFullyConnectedParams* p = (const EdgeFullyConnectedParams*)node->builtin_data;
+    if (p->weights_format != 0) DECLINE("shuffled weights format");
+    s->act = p->activation;
+    if (wt->dims->size != 2) DECLINE("weights rank %d", wt->dims->size);
+    s->N = wt->dims->data[0];
+    s->K = wt->dims->data[1];
+    if (s->N <= 0 || s->K <= 0) DECLINE("empty weights");
+    const int64_t ni = numel(in), no = numel(out);
+    if (ni <= 0 || ni % s->K != 0) DECLINE("input size %lld not a multiple of %d", (long long)ni, s->K);
+    s->M = (int)(ni / s->K);
+    if (no != (int64_t)s->M * s->N) DECLINE("output size");
+  } else {
+    const EdgeConvParams* p = (const EdgeConvParams*)node->builtin_data;
+    s->act = p->activation;
+    if (in->dims->size != 4 || wt->dims->size != 4 || out->dims->size != 4) DECLINE("conv ranks");
+    s->B = in->dims->data[0];
+    s->H = in->dims->data[1];
+    s->W = in->dims->data[2];
+    s->C = in->dims->data[3];
+    s->N = wt->dims->data[0];
+    s->KH = wt->dims->data[1];
+    s->KW = wt->dims->data[2];
+    if (wt->dims->data[3] != s->C) DECLINE("grouped convolution");
+    s->sh = p->stride_height;
+    s->sw = p->stride_width;
+    s->dh = p->dilation_height_factor;
+    s->dw = p->dilation_width_factor;
+    if (s->sh < 1 || s->sw < 1 || s->dh < 1 || s->dw < 1) DECLINE("strides/dilations");
+    if (s->B < 1 || s->H < 1 || s->W < 1 || s->C < 1 || s->N < 1 || s->KH < 1 || s->KW < 1) DECLINE("conv shape");
+    const int ekh = (s->KH - 1) * s->dh + 1, ekw = (s->KW - 1) * s->dw + 1;
+    if (p->padding == ePadSame) {
+      s->OH = (s->H + s->sh - 1) / s->sh;
+      s->OW = (s->W + s->sw - 1) / s->sw;
+    } else if (p->padding == ePadValid) {
+      s->OH = (s->H - ekh + s->sh) / s->sh;
+      s->OW = (s->W - ekw + s->sw) / s->sw;
+    } else {
+      DECLINE("padding %d", p->padding);
+    }
+    const int th = (s->OH - 1) * s->sh + ekh - s->H, tw = (s->OW - 1) * s->sw + ekw - s->W;
+    s->pt = th > 0 ? th / 2 : 0;
+    s->pl = tw > 0 ? tw / 2 : 0;
+    if (out->dims->data[0] != s->B || out->dims->data[1] != s->OH || out->dims->data[2] != s->OW ||
+        out->dims->data[3] != s->N)
+      DECLINE("conv output shape");
+    s->K = s->KH * s->KW * s->C;
+    s->M = s->B * s->OH * s->OW;
+  }
+  if (s->act < eActNone || s->act > eActRelu6) DECLINE("fused activation %d", s->act);
+  if (s->bias_t >= 0 && numel(&ctx->tensors[s->bias_t]) != s->N) DECLINE("bias size");
+  if (s->dtype == EDGE_I8) {
+    if (s->K < 4) DECLINE("int8 reduction length %d < 4", s->K);
+    if (check_int8_quant(ctx, s, why, whylen) != 0) return -1;
+  }
+  const EdgeTensor* shp = &ctx->tensors[s->w_shape_t];
+  if (numel(shp) != (int64_t)s->N * s->K) DECLINE("dense weight shape");
+  /* sparsity (decodes sparse encodings: malformed metadata declines the node here) */
+  void* w = load_weights(ctx, s, why, whylen);
+  if (!w) return -1;
+  size_t zeros = 0;
+  const size_t total = (size_t)s->N * s->K;
+  for (size_t i = 0; i < total; i++)
+    zeros += s->dtype == EDGE_F32 ? ((const float*)w)[i] == 0.f : ((const int8_t*)w)[i] == 0;
+  free(w);
+  s->sparsity = total ? (float)zeros / (float)total : 0.f;
+  if (!s->sparse_input && s->sparsity < dd->opt.min_sparsity)
+    DECLINE("sparsity %.3f < min_sparsity %.3f", s->sparsity, dd->opt.min_sparsity);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ kernel state */
+
+typedef struct Op {
+  OpSpec s;
+  EdgePacked pk;
+  EdgeEpilogue ep;
+  EdgeGemmFn fn;
+  float* fbias;
+  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift;
+  int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
+  int8_t pad8;
+  int parallel;
+} Op;
+
+typedef struct Kernel {
+  DelegateData* dd;
+  int nops;
+  Op* ops;
+  int nint;
+  int* int_t;
+  void** int_buf;
+  EdgePool* pool;
+  int nthreads;
+  void** scratch;
+  size_t scratch_bytes;
+  char error[256];
+} Kernel;
+
+#define IM2COL_ROWS 64
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w) {
+  const OpSpec* s = &op->s;
+  const int N = s->N, Np = (N + 15) & ~15;
+  if (s->dtype == EDGE_F32) {
+    op->fbias = (float*)calloc((size_t)Np, sizeof(float));
+    if (!op->fbias) return -1;
+    if (s->bias_t >= 0) memcpy(op->fbias, ctx->tensors[s->bias_t].data, (size_t)N * sizeof(float));
+    op->ep.fbias = op->fbias;
+    op->ep.fmin = -INFINITY;
+    op->ep.fmax = INFINITY;
+    if (s->act == eActRelu) op->ep.fmin = 0.f;
+    if (s->act == eActRelu6) {
+      op->ep.fmin = 0.f;
+      op->ep.fmax = 6.f;
+    }
+    if (s->act == eActReluN1To1) {
+      op->ep.fmin = -1.f;
+      op->ep.fmax = 1.f;
+    }
+    return 0;
+  }
+  op->bias_s8 = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  op->bias_u8 = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  op->mult = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  op->lshift = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  op->rshift = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  if (!op->bias_s8 || !op->bias_u8 || !op->mult || !op->lshift || !op->rshift) return -1;
+  const EdgeTensor* in = &ctx->tensors[s->in_t];
+  const EdgeTensor* out = &ctx->tensors[s->out_t];
+  const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)ctx->tensors[s->w_src_t].quantization.params;
+  const int32_t* bias = s->bias_t >= 0 ? (const int32_t*)ctx->tensors[s->bias_t].data : NULL;
+  const int32_t zp_in = in->params.zero_point;
+  const int8_t* w8 = (const int8_t*)w;
+  for (int n = 0; n < N; n++) {
+    int32_t rowsum = 0;
+    for (int k = 0; k < s->K; k++) rowsum += w8[(size_t)n * s->K + k];
+    const uint32_t b = bias ? (uint32_t)bias[n] : 0u;
+    op->bias_s8[n] = (int32_t)(b - (uint32_t)zp_in * (uint32_t)rowsum);
+    op->bias_u8[n] = (int32_t)(b - (uint32_t)(zp_in + 128) * (uint32_t)rowsum);
+    const float ws = q->scale->data[q->scale->size > 1 ? n : 0];
+    double real;
+    if (s->kind == KIND_FC && q->scale->size == 1) {
+      /* TFLite's per-tensor FC multiplier: scale product formed in float */
+      real = (double)(in->params.scale * ws) / (double)out->params.scale;
+    } else {
+      real = (double)in->params.scale * (double)ws / (double)out->params.scale;
+    }
+    int32_t qm;
+    int shift;
+    edge_quantize_multiplier(real, &qm, &shift);
+    op->mult[n] = qm;
+    op->lshift[n] = shift > 0 ? shift : 0;
+    op->rshift[n] = shift > 0 ? 0 : -shift;
+  }
+  const float os = out->params.scale;
+  const int32_t zp = out->params.zero_point;
+  int32_t lo = -128, hi = 127;
+  if (s->act == eActRelu || s->act == eActRelu6) lo = zp > lo ? zp : lo;
+  if (s->act == eActRelu6) {
+    const int32_t v = zp + (int32_t)roundf(6.0f / os);
+    hi = v < hi ? v : hi;
+  }
+  if (s->act == eActReluN1To1) {
+    const int32_t a = zp + (int32_t)roundf(-1.0f / os), b = zp + (int32_t)roundf(1.0f / os);
+    lo = a > lo ? a : lo;
+    hi = b < hi ? b : hi;
+  }
+  op->ep.bias_s8 = op->bias_s8;
+  op->ep.bias_u8 = op->bias_u8;
+  op->ep.mult = op->mult;
+  op->ep.lshift = op->lshift;
+  op->ep.rshift = op->rshift;
+  op->ep.zp_out = zp;
+  op->ep.qmin = lo;
+  op->ep.qmax = hi;
+  op->pad8 = (int8_t)zp_in;
+  return 0;
+}
+
+/* Packs the weights into the fastest allowed layout, measured on this CPU (or the only allowed one). */
+static int choose_layout(const DelegateData* dd, Op* op, const void* w) {
+  const OpSpec* s = &op->s;
+  int cands[EDGE_LAYOUT_COUNT], nc = 0;
+  for (int l = 0; l < EDGE_LAYOUT_COUNT; l++)
+    if ((dd->opt.layouts >> l & 1u) && dd->kt.gemm[s->dtype][l] && edge_layout_applicable(l, s->dtype, s->K))
+      cands[nc++] = l;
+  if (nc == 0) { /* nothing the user allowed fits: fall back to dense */
+    cands[nc++] = EDGE_LAYOUT_DENSE;
+    if (!edge_layout_applicable(EDGE_LAYOUT_DENSE, s->dtype, s->K)) cands[0] = EDGE_LAYOUT_CSR;
+  }
+  if (nc == 1) {
+    if (edge_pack(w, s->dtype, s->N, s->K, cands[0], &op->pk) != 0) return -1;
+    op->fn = dd->kt.gemm[s->dtype][cands[0]];
+    return 0;
+  }
+  const int es = s->dtype == EDGE_F32 ? 4 : 1;
+  const int Mt = s->M < IM2COL_ROWS ? s->M : IM2COL_ROWS;
+  uint8_t* x = (uint8_t*)malloc((size_t)Mt * s->K * es);
+  uint8_t* y = (uint8_t*)malloc((size_t)Mt * s->N * es);
+  if (!x || !y) {
+    free(x);
+    free(y);
+    return -1;
+  }
+  for (size_t i = 0; i < (size_t)Mt * s->K; i++) {
+    if (es == 4)
+      ((float*)x)[i] = (float)((i * 2654435761u) % 255) / 255.f;
+    else
+      x[i] = (uint8_t)(i * 2654435761u);
+  }
+  double best = 1e300;
+  char report[512];
+  size_t rl = 0;
+  report[0] = 0;
+  for (int c = 0; c < nc; c++) {
+    EdgePacked pk;
+    if (edge_pack(w, s->dtype, s->N, s->K, cands[c], &pk) != 0) {
+      edge_packed_free(&pk);
+      continue;
+    }
+    EdgeGemmFn fn = dd->kt.gemm[s->dtype][cands[c]];
+    fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
+    double t0 = now_us();
+    fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
+    double one = now_us() - t0;
+    int reps = one > 0 ? (int)(150.0 / one) : 100;
+    if (reps < 1) reps = 1;
+    if (reps > 2000) reps = 2000;
+    double tbest = 1e300;
+    for (int trial = 0; trial < 3; trial++) {
+      t0 = now_us();
+      for (int r = 0; r < reps; r++) fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
+      const double t = (now_us() - t0) / reps;
+      if (t < tbest) tbest = t;
+    }
+    if (rl < sizeof(report))
+      rl += (size_t)snprintf(report + rl, sizeof(report) - rl, "%s%s %.2fus", c ? ", " : "", kLayoutNames[cands[c]],
+                             tbest);
+    if (tbest < best) {
+      best = tbest;
+      edge_packed_free(&op->pk);
+      op->pk = pk;
+      op->fn = fn;
+    } else {
+      edge_packed_free(&pk);
+    }
+  }
+  free(x);
+  free(y);
+  if (!op->fn) return -1;
+  vlog(dd, "node %d: autotune (%d rows): %s", s->node, Mt, report);
+  return 0;
+}
+
+static void op_free(Op* op) {
+  edge_packed_free(&op->pk);
+  free(op->fbias);
+  free(op->bias_s8);
+  free(op->bias_u8);
+  free(op->mult);
+  free(op->lshift);
+  free(op->rshift);
+}
+
+static void kernel_destroy(Kernel* k) {
+  if (!k) return;
+  for (int i = 0; i < k->nops; i++) op_free(&k->ops[i]);
+  free(k->ops);
+  for (int i = 0; i < k->nint; i++) free(k->int_buf[i]);
+  free(k->int_buf);
+  free(k->int_t);
+  if (k->scratch)
+    for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
+  free(k->scratch);
+  edge_pool_destroy(k->pool);
+  free(k);
+}
+
+static int in_array(const EdgeIntArray* a, int v) {
+  if (!a) return 0;
+  for (int i = 0; i < a->size; i++)
+    if (a->data[i] == v) return 1;
+  return 0;
+}
+
+static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
+  (void)length;
+  const EdgeDelegateParams* params = (const EdgeDelegateParams*)buffer;
+  DelegateData* dd = (DelegateData*)params->delegate;
+  Kernel* k = (Kernel*)calloc(1, sizeof(Kernel));
+  if (!k) return NULL;
+  k->dd = dd;
+  const EdgeIntArray* nodes = params->nodes_to_replace;
+  int* densify_of = (int*)malloc(ctx->tensors_size * sizeof(int));
+  k->ops = (Op*)calloc((size_t)nodes->size, sizeof(Op));
+  k->int_t = (int*)calloc((size_t)nodes->size, sizeof(int));
+  k->int_buf = (void**)calloc((size_t)nodes->size, sizeof(void*));
+  if (!densify_of || !k->ops || !k->int_t || !k->int_buf) {
+    free(densify_of);
+    snprintf(k->error, sizeof(k->error), "out of memory");
+    return k;
+  }
+  for (size_t i = 0; i < ctx->tensors_size; i++) densify_of[i] = -1;
+  /* DENSIFY producers among the replaced nodes (the execution plan is being rewritten right now) */
+  for (int i = 0; i < nodes->size; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes->data[i], &node, &reg) != eStatusOk) continue;
+    if (reg->builtin_code == eOpDensify && node->outputs && node->outputs->size == 1 && tensor_ok(ctx, node->outputs->data[0]))
+      densify_of[node->outputs->data[0]] = nodes->data[i];
+  }
+  for (int i = 0; i < nodes->size; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes->data[i], &node, &reg) != eStatusOk) continue;
+    if (reg->builtin_code == eOpDensify) continue;
+    Op* op = &k->ops[k->nops];
+    char why[200];
+    /* min_sparsity was applied when claiming; do not re-apply it here */
+    const float saved = dd->opt.min_sparsity;
+    dd->opt.min_sparsity = -1.f;
+    const int rc = analyze(ctx, dd, nodes->data[i], densify_of, &op->s, why, sizeof(why));
+    dd->opt.min_sparsity = saved;
+    if (rc != 0) {
+      snprintf(k->error, sizeof(k->error), "node %d: %s", nodes->data[i], why);
+      break;
+    }
+    k->nops++;
+    void* w = load_weights(ctx, &op->s, why, sizeof(why));
+    if (!w || setup_epilogue(ctx, op, w) != 0 || choose_layout(dd, op, w) != 0) {
+      free(w);
+      snprintf(k->error, sizeof(k->error), "node %d: cannot prepare weights", nodes->data[i]);
+      break;
+    }
+    free(w);
+    const OpSpec* s = &op->s;
+    op->direct = s->kind == KIND_FC ||
+                 (s->KH == 1 && s->KW == 1 && s->sh == 1 && s->sw == 1 && s->pt == 0 && s->pl == 0);
+    vlog(dd, "node %d: %s %s M=%d K=%d N=%d sparsity %.3f%s -> layout %s (%zu blocks, kernels %s)", s->node,
+         s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D", s->dtype == EDGE_F32 ? "float32" : "int8", s->M, s->K,
+         s->N, s->sparsity, s->densify_node >= 0 ? " (via DENSIFY)" : (s->sparse_input ? " (sparse-encoded)" : ""),
+         kLayoutNames[op->pk.layout], op->pk.nblocks, dd->kt.isa);
+    if (!in_array(params->output_tensors, s->out_t)) k->int_t[k->nint++] = s->out_t;
+  }
+  free(densify_of);
+  return k;
+}
+
+static void kernel_free(EdgeContext* ctx, void* buffer) {
+  (void)ctx;
+  kernel_destroy((Kernel*)buffer);
+}
+
+static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
+  Kernel* k = (Kernel*)node->user_data;
+  if (!k) {
+    ctx->ReportError(ctx, "edge_sparse_delegate: init failed (out of memory)");
+    return eStatusError;
+  }
+  if (k->error[0]) {
+    ctx->ReportError(ctx, "edge_sparse_delegate: %s", k->error);
+    return eStatusError;
+  }
+  for (int i = 0; i < k->nops; i++) {
+    Op* op = &k->ops[i];
+    OpSpec* s = &op->s;
+    const EdgeTensor* in = &ctx->tensors[s->in_t];
+    const EdgeTensor* out = &ctx->tensors[s->out_t];
+    if (s->kind == KIND_FC) {
+      const int64_t ni = numel(in);
+      if (ni <= 0 || ni % s->K != 0 || numel(out) != ni / s->K * s->N) {
+        ctx->ReportError(ctx, "edge_sparse_delegate: node %d: input shape changed to an incompatible size", s->node);
+        return eStatusError;
+      }
+      s->M = (int)(ni / s->K);
+    } else if (!in->dims || in->dims->size != 4 || in->dims->data[0] != s->B || in->dims->data[1] != s->H ||
+               in->dims->data[2] != s->W || in->dims->data[3] != s->C) {
+      ctx->ReportError(ctx, "edge_sparse_delegate: node %d: CONV_2D input shape changed; static shapes only", s->node);
+      return eStatusError;
+    }
+  }
+  for (int i = 0; i < k->nint; i++) {
+    const EdgeTensor* t = &ctx->tensors[k->int_t[i]];
+    free(k->int_buf[i]);
+    k->int_buf[i] = aligned_alloc(64, (t->bytes + 63) & ~(size_t)63);
+    if (!k->int_buf[i]) return eStatusError;
+  }
+  int nt = k->dd->opt.num_threads > 0 ? k->dd->opt.num_threads : ctx->recommended_num_threads;
+  if (nt < 1) nt = 1;
+  if (nt > 64) nt = 64;
+  if (nt != k->nthreads) {
+    if (k->scratch)
+      for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
+    free(k->scratch);
+    k->scratch = NULL;
+    edge_pool_destroy(k->pool);
+    k->pool = nt > 1 ? edge_pool_create(nt) : NULL;
+    k->nthreads = nt;
+  }
+  size_t sb = 0;
+  for (int i = 0; i < k->nops; i++) {
+    Op* op = &k->ops[i];
+    const size_t es = op->s.dtype == EDGE_F32 ? 4 : 1;
+    if (!op->direct) {
+      const size_t b = (size_t)IM2COL_ROWS * op->s.K * es;
+      if (b > sb) sb = b;
+    }
+    /* threads pay off only for ops with enough work; tiny batch-1 layers stay on one core */
+    op->parallel = nt > 1 && (double)op->s.M * op->s.N * op->s.K * (1.0 - op->s.sparsity) > 400000.0;
+  }
+  if (sb > k->scratch_bytes || !k->scratch) {
+    if (k->scratch)
+      for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
+    free(k->scratch);
+    k->scratch = (void**)calloc((size_t)k->nthreads, sizeof(void*));
+    if (!k->scratch) return eStatusError;
+    for (int i = 0; i < k->nthreads; i++) {
+      k->scratch[i] = aligned_alloc(64, (sb + 63) & ~(size_t)63);
+      if (!k->scratch[i]) return eStatusError;
+    }
+    k->scratch_bytes = sb;
+  }
+  return eStatusOk;
+}
+
+static void* tensor_ptr(EdgeContext* ctx, Kernel* k, int t) {
+  for (int i = 0; i < k->nint; i++)
+    if (k->int_t[i] == t) return k->int_buf[i];
+  return ctx->tensors[t].data;
+}
+
+typedef struct Job {
+  Kernel* k;
+  Op* op;
+  const void* x;
+  void* y;
+} Job;
+
+static void im2col_rows(const Op* op, const void* xin, void* buf, int m0, int mt) {
+  const OpSpec* s = &op->s;
+  const int es = s->dtype == EDGE_F32 ? 4 : 1;
+  const size_t rowb = (size_t)s->C * es;
+  for (int r = 0; r < mt; r++) {
+    const int m = m0 + r;
+    const int ox = m % s->OW, oy = (m / s->OW) % s->OH, b = m / (s->OW * s->OH);
+    uint8_t* dst = (uint8_t*)buf + (size_t)r * s->K * es;
+    for (int kh = 0; kh < s->KH; kh++) {
+      const int iy = oy * s->sh - s->pt + kh * s->dh;
+      for (int kw = 0; kw < s->KW; kw++) {
+        const int ix = ox * s->sw - s->pl + kw * s->dw;
+        if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W) {
+          if (es == 4)
+            memset(dst, 0, rowb);
+          else
+            memset(dst, (uint8_t)op->pad8, rowb);
+        } else {
+          memcpy(dst, (const uint8_t*)xin + (((size_t)b * s->H + iy) * s->W + ix) * rowb, rowb);
+        }
+        dst += rowb;
+      }
+    }
+  }
+}
+
+static void run_share(void* arg, int share, int nshares) {
+  Job* j = (Job*)arg;
+  Op* op = j->op;
+  const OpSpec* s = &op->s;
+  const size_t es = s->dtype == EDGE_F32 ? 4 : 1;
+  if (op->direct) {
+    if (s->M >= 8 * nshares && s->kind == KIND_CONV) { /* split pixels */
+      const int m0 = (int)((int64_t)s->M * share / nshares), m1 = (int)((int64_t)s->M * (share + 1) / nshares);
+      if (m1 > m0)
+        op->fn(&op->pk, &op->ep, (const uint8_t*)j->x + (size_t)m0 * s->K * es, m1 - m0, s->K,
+               (uint8_t*)j->y + (size_t)m0 * s->N * es, s->N, 0, s->N);
+    } else { /* split output panels */
+      const int np = (s->N + 15) / 16;
+      const int p0 = np * share / nshares, p1 = np * (share + 1) / nshares;
+      const int n1 = p1 * 16 < s->N ? p1 * 16 : s->N;
+      if (p1 > p0) op->fn(&op->pk, &op->ep, j->x, s->M, s->K, j->y, s->N, p0 * 16, n1);
+    }
+    return;
+  }
+  void* buf = j->k->scratch[share];
+  const int nchunks = (s->M + IM2COL_ROWS - 1) / IM2COL_ROWS;
+  for (int c = share; c < nchunks; c += nshares) {
+    const int m0 = c * IM2COL_ROWS;
+    const int mt = s->M - m0 < IM2COL_ROWS ? s->M - m0 : IM2COL_ROWS;
+    im2col_rows(op, j->x, buf, m0, mt);
+    op->fn(&op->pk, &op->ep, buf, mt, s->K, (uint8_t*)j->y + (size_t)m0 * s->N * es, s->N, 0, s->N);
+  }
+}
+
+static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
+  Kernel* k = (Kernel*)node->user_data;
+  if (!k || k->error[0]) return eStatusError;
+  for (int i = 0; i < k->nops; i++) {
+    Op* op = &k->ops[i];
+    Job j = {k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
+    if (!j.x || !j.y) {
+      ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
+      return eStatusError;
+    }
+    if (op->parallel && k->pool)
+      edge_pool_run(k->pool, run_share, &j);
+    else
+      run_share(&j, 0, 1);
+  }
+  return eStatusOk;
+}
+
+/* ------------------------------------------------------------------ delegate Prepare */
+
+static int cmp_int(const void* a, const void* b) { return *(const int*)a - *(const int*)b; }
+
+static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
+  DelegateData* dd = (DelegateData*)d;
+  EdgeIntArray* plan = NULL;
+  if (ctx->GetExecutionPlan(ctx, &plan) != eStatusOk || !plan) return eStatusError;
+  const int nplan = plan->size;
+  int* nodes = (int*)malloc(((size_t)nplan + 1) * sizeof(int));
+  int* densify_of = (int*)malloc((ctx->tensors_size + 1) * sizeof(int));
+  int* uses = (int*)calloc(ctx->tensors_size + 1, sizeof(int));
+  if (!nodes || !densify_of || !uses) {
+    free(nodes);
+    free(densify_of);
+    free(uses);
+    return eStatusError;
+  }
+  memcpy(nodes, plan->data, (size_t)nplan * sizeof(int)); /* copy: the plan may change under us */
+  for (size_t i = 0; i < ctx->tensors_size; i++) densify_of[i] = -1;
+  for (int i = 0; i < nplan; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk) continue;
+    if (node->inputs)
+      for (int j = 0; j < node->inputs->size; j++)
+        if (tensor_ok(ctx, node->inputs->data[j])) uses[node->inputs->data[j]]++;
+    if (reg->builtin_code == eOpDensify && node->outputs && node->outputs->size == 1 &&
+        tensor_ok(ctx, node->outputs->data[0]))
+      densify_of[node->outputs->data[0]] = nodes[i];
+  }
+  EdgeIntArray* claim = (EdgeIntArray*)malloc(sizeof(EdgeIntArray) + (size_t)(2 * nplan + 1) * sizeof(int));
+  if (!claim) {
+    free(nodes);
+    free(densify_of);
+    free(uses);
+    return eStatusError;
+  }
+  claim->size = 0;
+  int nfc = 0, nconv = 0;
+  for (int i = 0; i < nplan; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk) continue;
+    if (reg->builtin_code != eOpFullyConnected && reg->builtin_code != eOpConv2D) continue;
+    OpSpec s;
+    char why[200];
+    if (analyze(ctx, dd, nodes[i], densify_of, &s, why, sizeof(why)) != 0) {
+      vlog(dd, "node %d: %s declined: %s", nodes[i], reg->builtin_code == eOpConv2D ? "CONV_2D" : "FULLY_CONNECTED",
+           why);
+      continue;
+    }
+    if (s.densify_node >= 0) {
+      if (uses[s.w_shape_t] != 1) {
+        vlog(dd, "node %d: declined: DENSIFY output has other consumers", nodes[i]);
+        continue;
+      }
+      claim->data[claim->size++] = s.densify_node;
+    }
+    claim->data[claim->size++] = nodes[i];
+    if (s.kind == KIND_FC)
+      nfc++;
+    else
+      nconv++;
+    vlog(dd, "node %d: %s claimed (sparsity %.3f%s)", nodes[i], s.kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D",
+         s.sparsity, s.sparse_input ? ", sparse-encoded weights" : "");
+  }
+  int rc = eStatusOk;
+  if (claim->size > 0) {
+    qsort(claim->data, (size_t)claim->size, sizeof(int), cmp_int);
+    EdgeRegistration reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.init = kernel_init;
+    reg.free = kernel_free;
+    reg.prepare = kernel_prepare;
+    reg.invoke = kernel_invoke;
+    reg.builtin_code = eOpDelegate;
+    reg.custom_name = "EdgeSparseDelegate";
+    reg.version = 1;
+    rc = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, claim, d);
+  }
+  vlog(dd, "claimed %d FULLY_CONNECTED and %d CONV_2D nodes (kernels: %s)", nfc, nconv, dd->kt.isa);
+  free(claim);
+  free(nodes);
+  free(densify_of);
+  free(uses);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ plugin entry points */
+
+static int parse_layouts(const char* v, unsigned* mask) {
+  *mask = 0;
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s", v);
+  for (char* tok = strtok(buf, ", "); tok; tok = strtok(NULL, ", ")) {
+    int found = 0;
+    if (strcmp(tok, "auto") == 0 || strcmp(tok, "all") == 0) {
+      *mask |= (1u << EDGE_LAYOUT_COUNT) - 1u;
+      found = 1;
+    }
+    for (int l = 0; l < EDGE_LAYOUT_COUNT && !found; l++)
+      if (strcmp(tok, kLayoutNames[l]) == 0) {
+        *mask |= 1u << l;
+        found = 1;
+      }
+    if (!found) return -1;
+  }
+  return *mask ? 0 : -1;
+}
+
+EXPORT const char* edge_sparse_delegate_abi(void) { return EDGE_ABI_TAG; }
+
+EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t num_options,
+                                                   void (*report_error)(const char*)) {
+  /* The Python loader passes the count as a C int: only the low 32 bits are defined. */
+  const int count = (int)(uint32_t)(num_options & 0xffffffffu);
+  Options opt;
+  memset(&opt, 0, sizeof(opt));
+  opt.min_sparsity = 0.5f;
+  opt.layouts = (1u << EDGE_LAYOUT_COUNT) - 1u;
+  snprintf(opt.isa, sizeof(opt.isa), "auto");
+  char msg[320];
+  for (int i = 0; i < count; i++) {
+    const char* k = keys[i];
+    const char* v = values[i];
+    char* end = NULL;
+    if (strcmp(k, "abi_version") == 0) {
+      if (strcmp(v, EDGE_ABI_TAG) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "edge_sparse_delegate: library built for ABI '%s' but the caller expects '%s'; rebuild it with "
+                 "`pip install -e .`",
+                 EDGE_ABI_TAG, v);
+        goto fail;
+      }
+    } else if (strcmp(k, "min_sparsity") == 0) {
+      opt.min_sparsity = strtof(v, &end);
+      if (!end || *end || opt.min_sparsity < 0.f || opt.min_sparsity > 1.f) {
+        snprintf(msg, sizeof(msg), "edge_sparse_delegate: min_sparsity must be a number in [0, 1], got '%s'", v);
+        goto fail;
+      }
+    } else if (strcmp(k, "layouts") == 0) {
+      if (parse_layouts(v, &opt.layouts) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "edge_sparse_delegate: layouts must be a comma list of dense,csr,1x16,16x1,16x4 or auto, got '%s'", v);
+        goto fail;
+      }
+    } else if (strcmp(k, "num_threads") == 0) {
+      const long n = strtol(v, &end, 10);
+      if (!end || *end || n < 0 || n > 64) {
+        snprintf(msg, sizeof(msg), "edge_sparse_delegate: num_threads must be an integer in 0..64, got '%s'", v);
+        goto fail;
+      }
+      opt.num_threads = (int)n;
+    } else if (strcmp(k, "verbose") == 0) {
+      opt.verbose = strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "True") == 0;
+    } else if (strcmp(k, "isa") == 0) {
+      if (strcmp(v, "auto") && strcmp(v, "scalar") && strcmp(v, "avx2") && strcmp(v, "avx512")) {
+        snprintf(msg, sizeof(msg), "edge_sparse_delegate: isa must be auto, scalar, avx2 or avx512, got '%s'", v);
+        goto fail;
+      }
+      snprintf(opt.isa, sizeof(opt.isa), "%s", v);
+    } else {
+      snprintf(msg, sizeof(msg),
+               "edge_sparse_delegate: unknown option '%s' (accepted: abi_version, min_sparsity, layouts, "
+               "num_threads, verbose, isa)",
+               k);
+      goto fail;
+    }
+  }
+  DelegateData* dd = (DelegateData*)calloc(1, sizeof(DelegateData));
+  if (!dd) {
+    snprintf(msg, sizeof(msg), "edge_sparse_delegate: out of memory");
+    goto fail;
+  }
+  dd->opt = opt;
+  select_kernels(&dd->kt, opt.isa);
+  dd->base.data_ = dd;
+  dd->base.Prepare = delegate_prepare;
+  dd->base.flags = 0;
+  vlog(dd, "created (abi %s, kernels %s, min_sparsity %.2f)", EDGE_ABI_TAG, dd->kt.isa, opt.min_sparsity);
+  return &dd->base;
+fail:
+  if (report_error) report_error(msg);
+  return NULL;
+}
+
+EXPORT void tflite_plugin_destroy_delegate(EdgeDelegate* d) { free(d); }

@@ -1,0 +1,95 @@
+/*
+ * Packed weight layouts and the per-ISA GEMM kernel table of the edge-lottery sparse delegate.
+ *
+ * Every claimed op is a GEMM  y[M][N] = act(x[M][K] . W[N][K]^T + b)  where M is batch (FC) or
+ * pixels (CONV_2D through an im2col/indirection buffer), N output channels and K the reduction.
+ * Kernels never read x beyond column K-1: the last partial block of a row is re-anchored to end at
+ * K-1 during packing (its overlapping columns are zero), so no input copy or padding is needed.
+ */
+#ifndef EDGE_KERNELS_H_
+#define EDGE_KERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define EDGE_HIDDEN __attribute__((visibility("hidden")))
+
+enum EdgeLayout {
+  EDGE_LAYOUT_DENSE = 0, /* panels of 16 output rows, every K column present */
+  EDGE_LAYOUT_CSR,       /* unstructured: per row (column, value) pairs */
+  EDGE_LAYOUT_1X16,      /* per row, blocks of 16 consecutive input columns */
+  EDGE_LAYOUT_16X1,      /* panels of 16 output rows x 1 input column, zero blocks skipped */
+  EDGE_LAYOUT_16X4,      /* panels of 16 output rows x 4 input columns, zero blocks skipped */
+  EDGE_LAYOUT_COUNT
+};
+
+enum EdgeDType { EDGE_F32 = 0, EDGE_I8 = 1 };
+
+typedef struct EdgePacked {
+  int layout;
+  int dtype;
+  int N, K;
+  int kb;          /* block width along K for panel layouts (1 or 4); 16 for 1x16 */
+  int npanels;     /* panel layouts: ceil(N / 16) */
+  int32_t* ptr;    /* panel layouts: npanels+1 block offsets; CSR/1x16: N+1 offsets */
+  int32_t* idx;    /* block start column (panel layouts, 1x16) or column (CSR) */
+  void* w;         /* 64-byte aligned values (float or int8) */
+  size_t nblocks;  /* stored blocks (or non-zeros for CSR) */
+} EdgePacked;
+
+typedef struct EdgeEpilogue {
+  /* f32 */
+  const float* fbias; /* N entries (zeros when the op has no bias) */
+  float fmin, fmax;
+  /* int8: acc = sum(x*w) (x as int8) ; y = clamp(zp + requant(acc + bias_s8[n])) */
+  const int32_t* bias_s8; /* bias - zp_in * rowsum */
+  const int32_t* bias_u8; /* bias - (zp_in + 128) * rowsum, for kernels that feed x ^ 0x80 */
+  const int32_t* mult;    /* per-channel fixed-point multiplier (Q31) */
+  const int32_t* lshift;  /* max(shift, 0) */
+  const int32_t* rshift;  /* max(-shift, 0) */
+  int32_t zp_out, qmin, qmax;
+} EdgeEpilogue;
+
+/* One GEMM over rows [0, M) of x (row stride ldx elements) into y (row stride ldy elements),
+ * restricted to output channels [n0, n1) (multiples of 16 except the final bound N). */
+typedef void (*EdgeGemmFn)(const EdgePacked* p, const EdgeEpilogue* e, const void* x, int M, int ldx,
+                           void* y, int ldy, int n0, int n1);
+
+typedef struct EdgeKernelTable {
+  const char* isa;
+  EdgeGemmFn gemm[2][EDGE_LAYOUT_COUNT]; /* [dtype][layout]; NULL = not available */
+} EdgeKernelTable;
+
+EDGE_HIDDEN void edge_kernels_scalar(EdgeKernelTable* t);
+#if defined(__x86_64__)
+EDGE_HIDDEN void edge_kernels_avx2(EdgeKernelTable* t);
+EDGE_HIDDEN void edge_kernels_avx512(EdgeKernelTable* t);
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+EDGE_HIDDEN void edge_kernels_neon(EdgeKernelTable* t);
+#endif
+
+/* TFLite's double-rounding requantization (scalar reference, shared by all ISAs). */
+static inline int32_t edge_srdhm(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  int64_t ab = (int64_t)a * (int64_t)b;
+  int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+  int64_t v = ab + nudge;
+  /* division by 2^31 truncating toward zero */
+  int64_t q = v >= 0 ? (v >> 31) : -((-v) >> 31);
+  return (int32_t)q;
+}
+
+static inline int32_t edge_rdbpot(int32_t x, int e) {
+  int32_t mask = (int32_t)((1LL << e) - 1);
+  int32_t rem = x & mask;
+  int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> e) + (rem > thr ? 1 : 0);
+}
+
+static inline int32_t edge_requant(int32_t acc, int32_t mult, int32_t ls, int32_t rs) {
+  uint32_t shifted = (uint32_t)acc << ls; /* TFLite multiplies by (1 << ls); wraps the same way */
+  return edge_rdbpot(edge_srdhm((int32_t)shifted, mult), rs);
+}
+
+#endif /* EDGE_KERNELS_H_ */

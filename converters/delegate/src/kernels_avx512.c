@@ -1,0 +1,171 @@
+/*
+ * AVX-512 (F/BW/VL) + VNNI kernels, selected at run time only when cpuid reports all of them.
+ *
+ * The int8 16x4 panel kernel is the one that makes int8 winning tickets fast: each stored block is
+ * one broadcast of 4 input bytes and one vpdpbusd against a 64-byte weight vector (16 output rows x
+ * 4 columns), with no gathers and no horizontal sums.  vpdpbusd multiplies unsigned by signed
+ * bytes, so inputs are fed as x ^ 0x80 (= x + 128) and the bias carries -(zp_in + 128) * rowsum.
+ * The requantization is TFLite's double-rounding arithmetic, vectorised lane-exactly.
+ */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define EDGE_SFX(name) edge_avx512_##name
+#include "kernels_generic.inc"
+
+/* Lane-exact SaturatingRoundingDoublingHighMul for b > 0 (multipliers are positive Q31). */
+static inline __m512i srdhm16(__m512i a, __m512i b) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i pos = _mm512_set1_epi64(1LL << 30);
+  const __m512i neg = _mm512_set1_epi64(1 - (1LL << 30));
+  const __m512i m31 = _mm512_set1_epi64((1LL << 31) - 1);
+  __m512i pe = _mm512_mul_epi32(a, b);
+  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(b, 32));
+  pe = _mm512_add_epi64(pe, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(pe, zero), pos, neg));
+  po = _mm512_add_epi64(po, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(po, zero), pos, neg));
+  /* divide by 2^31 truncating toward zero: add 2^31-1 to negatives, then arithmetic shift */
+  pe = _mm512_srai_epi64(_mm512_add_epi64(pe, _mm512_and_si512(_mm512_srai_epi64(pe, 63), m31)), 31);
+  po = _mm512_srai_epi64(_mm512_add_epi64(po, _mm512_and_si512(_mm512_srai_epi64(po, 63), m31)), 31);
+  return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+}
+
+static inline __m512i rdbpot16(__m512i x, __m512i e) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
+  const __m512i rem = _mm512_and_si512(x, mask);
+  const __m512i thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(x, 31));
+  __m512i r = _mm512_srav_epi32(x, e);
+  return _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, one);
+}
+
+/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, nr lanes stored. */
+static inline void store_q8_16(const EdgeEpilogue* e, __m512i acc, int8_t* y, int n, int nr) {
+  const __mmask16 lanes = (__mmask16)((1u << nr) - 1u);
+  __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(lanes, e->bias_u8 + n));
+  v = _mm512_sllv_epi32(v, _mm512_maskz_loadu_epi32(lanes, e->lshift + n));
+  v = srdhm16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n));
+  v = rdbpot16(v, _mm512_maskz_loadu_epi32(lanes, e->rshift + n));
+  v = _mm512_add_epi32(v, _mm512_set1_epi32(e->zp_out));
+  v = _mm512_max_epi32(v, _mm512_set1_epi32(e->qmin));
+  v = _mm512_min_epi32(v, _mm512_set1_epi32(e->qmax));
+  _mm_mask_storeu_epi8(y, lanes, _mm512_cvtepi32_epi8(v));
+}
+
+static inline __m512i bcast_x4(const int8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v ^ (int32_t)0x80808080u);
+}
+
+static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
+                          int ldy, int n0, int n1) {
+  const int8_t* x = (const int8_t*)xv;
+  int8_t* y = (int8_t*)yv;
+  const int8_t* W = (const int8_t*)p->w;
+  for (int pn = n0 / 16; pn * 16 < n1; pn++) {
+    const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];
+    const int n = pn * 16;
+    const int nr = p->N - n < 16 ? p->N - n : 16;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      const int8_t* x0 = x + (size_t)m * ldx;
+      for (int b = b0; b < b1; b++) {
+        const __m512i w = _mm512_load_si512((const void*)(W + (size_t)b * 64));
+        const int k = p->idx[b];
+        a0 = _mm512_dpbusd_epi32(a0, bcast_x4(x0 + k), w);
+        a1 = _mm512_dpbusd_epi32(a1, bcast_x4(x0 + ldx + k), w);
+        a2 = _mm512_dpbusd_epi32(a2, bcast_x4(x0 + 2 * (size_t)ldx + k), w);
+        a3 = _mm512_dpbusd_epi32(a3, bcast_x4(x0 + 3 * (size_t)ldx + k), w);
+      }
+      store_q8_16(e, a0, y + (size_t)m * ldy + n, n, nr);
+      store_q8_16(e, a1, y + (size_t)(m + 1) * ldy + n, n, nr);
+      store_q8_16(e, a2, y + (size_t)(m + 2) * ldy + n, n, nr);
+      store_q8_16(e, a3, y + (size_t)(m + 3) * ldy + n, n, nr);
+    }
+    for (; m < M; m++) {
+      const int8_t* xr = x + (size_t)m * ldx;
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+      int b = b0;
+      for (; b + 4 <= b1; b += 4) {
+        const int8_t* w = W + (size_t)b * 64;
+        a0 = _mm512_dpbusd_epi32(a0, bcast_x4(xr + p->idx[b]), _mm512_load_si512((const void*)w));
+        a1 = _mm512_dpbusd_epi32(a1, bcast_x4(xr + p->idx[b + 1]), _mm512_load_si512((const void*)(w + 64)));
+        a2 = _mm512_dpbusd_epi32(a2, bcast_x4(xr + p->idx[b + 2]), _mm512_load_si512((const void*)(w + 128)));
+        a3 = _mm512_dpbusd_epi32(a3, bcast_x4(xr + p->idx[b + 3]), _mm512_load_si512((const void*)(w + 192)));
+      }
+      for (; b < b1; b++)
+        a0 = _mm512_dpbusd_epi32(a0, bcast_x4(xr + p->idx[b]), _mm512_load_si512((const void*)(W + (size_t)b * 64)));
+      const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+      store_q8_16(e, acc, y + (size_t)m * ldy + n, n, nr);
+    }
+  }
+}
+
+/* f32 16x1 panels: one broadcast-FMA per stored block, four chains at batch 1. */
+static inline void store_f32_16(const EdgeEpilogue* e, __m512 acc, float* y, int n, int nr) {
+  const __mmask16 lanes = (__mmask16)((1u << nr) - 1u);
+  __m512 v = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes, e->fbias + n));
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e->fmin)), _mm512_set1_ps(e->fmax));
+  _mm512_mask_storeu_ps(y, lanes, v);
+}
+
+static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx,
+                             void* yv, int ldy, int n0, int n1) {
+  if (p->kb != 1) {
+    edge_avx512_f32_panel(p, e, xv, M, ldx, yv, ldy, n0, n1);
+    return;
+  }
+  const float* x = (const float*)xv;
+  float* y = (float*)yv;
+  const float* W = (const float*)p->w;
+  for (int pn = n0 / 16; pn * 16 < n1; pn++) {
+    const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];
+    const int n = pn * 16;
+    const int nr = p->N - n < 16 ? p->N - n : 16;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      const float* x0 = x + (size_t)m * ldx;
+      for (int b = b0; b < b1; b++) {
+        const __m512 w = _mm512_load_ps(W + (size_t)b * 16);
+        const int k = p->idx[b];
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[k]), w, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ldx + k]), w, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(x0[2 * (size_t)ldx + k]), w, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(x0[3 * (size_t)ldx + k]), w, a3);
+      }
+      store_f32_16(e, a0, y + (size_t)m * ldy + n, n, nr);
+      store_f32_16(e, a1, y + (size_t)(m + 1) * ldy + n, n, nr);
+      store_f32_16(e, a2, y + (size_t)(m + 2) * ldy + n, n, nr);
+      store_f32_16(e, a3, y + (size_t)(m + 3) * ldy + n, n, nr);
+    }
+    for (; m < M; m++) {
+      const float* xr = x + (size_t)m * ldx;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      int b = b0;
+      for (; b + 4 <= b1; b += 4) {
+        const float* w = W + (size_t)b * 16;
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b]]), _mm512_load_ps(w), a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 1]]), _mm512_load_ps(w + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 2]]), _mm512_load_ps(w + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 3]]), _mm512_load_ps(w + 48), a3);
+      }
+      for (; b < b1; b++)
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b]]), _mm512_load_ps(W + (size_t)b * 16), a0);
+      store_f32_16(e, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), y + (size_t)m * ldy + n, n,
+                   nr);
+    }
+  }
+}
+
+void edge_kernels_avx512(EdgeKernelTable* t) {
+  t->isa = "avx512-vnni";
+  edge_avx512_fill_table(t);
+  t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = avx512_f32_panel;
+  t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = avx512_f32_panel;
+  t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = avx512_f32_panel;
+  t->gemm[EDGE_I8][EDGE_LAYOUT_DENSE] = vnni_i8_panel;
+  t->gemm[EDGE_I8][EDGE_LAYOUT_16X4] = vnni_i8_panel;
+}
+#endif

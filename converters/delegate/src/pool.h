@@ -1,0 +1,17 @@
+/* A minimal fork-join pool on pthreads: the caller runs share 0, workers the rest.  Workers spin
+ * briefly after each job (ops come back-to-back inside one invoke) and then sleep on a condvar. */
+#ifndef EDGE_POOL_H_
+#define EDGE_POOL_H_
+
+#include "edge_kernels.h"
+
+typedef struct EdgePool EdgePool;
+typedef void (*EdgeTaskFn)(void* arg, int share, int nshares);
+
+EDGE_HIDDEN EdgePool* edge_pool_create(int nthreads);
+EDGE_HIDDEN void edge_pool_destroy(EdgePool* p);
+EDGE_HIDDEN int edge_pool_size(const EdgePool* p);
+/* runs fn(arg, s, n) for s in [0, n) with n = pool size, returns when all shares are done */
+EDGE_HIDDEN void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg);
+
+#endif

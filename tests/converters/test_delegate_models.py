@@ -1,0 +1,134 @@
+"""Tiny pruned models for the sparse delegate tests (builders only; this module holds no tests).
+
+Models are built with tf_keras, pruned to a pattern by magnitude, and converted with the real
+TFLite converter (float32, or int8 full-integer with representative data; optionally with
+EXPERIMENTAL_SPARSITY so the weights arrive sparse-encoded / behind DENSIFY). Conversions are the
+slow part, so every builder is cached per session by its arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+
+
+def prune(w: np.ndarray, sparsity: float, pattern: str, rng: np.random.Generator) -> np.ndarray:
+    """Zero ``sparsity`` of a kernel by magnitude. ``w`` is TFLite-oriented [out, in] (or [out, k])."""
+    w = w.copy()
+    out, k = w.shape
+    if pattern == "unstructured":
+        bh, bw = 1, 1
+    else:
+        bh, bw = (int(v) for v in pattern.split("x"))  # rows (outputs) x columns (inputs)
+    nbh, nbw = -(-out // bh), -(-k // bw)
+    pad = np.zeros((nbh * bh, nbw * bw), w.dtype)
+    pad[:out, :k] = w
+    blocks = np.abs(pad.reshape(nbh, bh, nbw, bw)).sum(axis=(1, 3))
+    blocks += rng.random(blocks.shape) * 1e-6
+    nzero = int(round(sparsity * blocks.size))
+    if nzero:
+        thr = np.sort(blocks.ravel())[nzero - 1]
+        mask = np.repeat(np.repeat(blocks > thr, bh, axis=0), bw, axis=1)[:out, :k]
+        w = w * mask
+    return w
+
+
+def _convert(model, dtype: str, rep_range: tuple[float, float], sparse_format: bool, in_shape, seed: int) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    opts = []
+    if dtype == "int8":
+        opts.append(tf.lite.Optimize.DEFAULT)
+        rng = np.random.default_rng(seed)
+        lo, hi = rep_range
+
+        def rep():
+            for _ in range(16):
+                yield [rng.uniform(lo, hi, (1, *in_shape)).astype(np.float32)]
+
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    if sparse_format:
+        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    conv.optimizations = opts
+    return conv.convert()
+
+
+@functools.lru_cache(maxsize=None)
+def mlp(
+    sizes: tuple[int, ...],
+    sparsity: float,
+    pattern: str,
+    dtype: str,
+    activation: str = "relu",
+    sparse_format: bool = False,
+    rep_range: tuple[float, float] = (-1.0, 1.0),
+    use_bias: bool = True,
+    seed: int = 0,
+) -> bytes:
+    """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((sizes[0],), batch_size=None)
+    x = inp
+    for i, n in enumerate(sizes[1:]):
+        act = activation if i < len(sizes) - 2 else None
+        x = keras.layers.Dense(n, activation=act, use_bias=use_bias)(x)
+    model = keras.Model(inp, x)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            ws = layer.get_weights()
+            ws[0] = prune(ws[0].T, sparsity, pattern, rng).T
+            if use_bias:
+                ws[1] = rng.normal(0, 0.1, ws[1].shape).astype(np.float32)
+            layer.set_weights(ws)
+    return _convert(model, dtype, rep_range, sparse_format, (sizes[0],), seed)
+
+
+@functools.lru_cache(maxsize=None)
+def convnet(
+    hw: int,
+    cin: int,
+    convs: tuple[tuple[int, int, int, str], ...],
+    sparsity: float,
+    pattern: str,
+    dtype: str,
+    activation: str = "relu6",
+    sparse_format: bool = False,
+    rep_range: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+) -> bytes:
+    """Conv2D stack; each conv is (filters, kernel, stride, padding), kernels pruned over [out, kh*kw*in]."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((hw, hw, cin))
+    x = inp
+    for filters, kernel, stride, padding in convs:
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, activation=activation)(x)
+    model = keras.Model(inp, x)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k, b = layer.get_weights()
+            kh, kw, ci, co = k.shape
+            flat = np.transpose(k, (3, 0, 1, 2)).reshape(co, kh * kw * ci)
+            flat = prune(flat, sparsity, pattern, rng)
+            k = np.transpose(flat.reshape(co, kh, kw, ci), (1, 2, 3, 0))
+            layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    return _convert(model, dtype, rep_range, sparse_format, (hw, hw, cin), seed)
+
+
+def op_names(model: bytes) -> list[str]:
+    """Builtin operator names of the model's main subgraph, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    return [d["op_name"] for d in it._get_ops_details()]

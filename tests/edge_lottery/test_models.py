@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,6 +113,29 @@ def test_same_seed_same_weights(name: str) -> None:
     assert layer_seed(7, "fc1") != layer_seed(7, "fc2") and layer_seed(7, "fc1") != layer_seed(8, "fc1")
 
 
+def _weights_sha256(model) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def test_initial_weights_identical_across_processes() -> None:
+    """A resumed search rebuilds theta_0 from the seed in a new process: it must be bit-identical."""
+    # layer_seed is a SHA-256, not Python's per-process salted hash().
+    assert (layer_seed(0, "fc1"), layer_seed(1, "conv1")) == (507703097, 209143458)
+    code = (
+        "import hashlib, numpy as np, edge_lottery\n"
+        "from edge_lottery.models import build_model\n"
+        "h = hashlib.sha256()\n"
+        "for w in build_model('conv2', (8, 8, 1), 10, seed=3).get_weights():\n"
+        "    h.update(np.ascontiguousarray(w).tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == _weights_sha256(build_model("conv2", (8, 8, 1), 10, seed=3))
+
+
 def test_bad_arguments() -> None:
     for bad_shape in [(8, 8), (0, 8, 1), "8x8", (8.5, 8, 1)]:
         with pytest.raises(ModelError) as exc:
@@ -132,6 +158,8 @@ def test_weight_decay_adds_l2_losses() -> None:
     kernel = wd.get_layer("fc1").kernel.numpy()
     reg = [float(v) for v in wd.get_layer("fc1").losses]
     assert reg and np.isclose(reg[0], 1e-4 * float(np.sum(kernel**2)), rtol=1e-5)
+    # The regularizer does not change the initial weights (rewinding targets stay the same).
+    assert _weights_sha256(wd) == _weights_sha256(build_model("lenet5", (8, 8, 1), 10, weight_decay=0.0))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -166,8 +166,9 @@ def load_dataset(
     unknown name or missing / corrupted files, :class:`ConfigError` for a bad
     ``validation_size``.
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or _canonical(name) not in DATASETS:
         raise DataError(expected("unknown dataset", f"one of {', '.join(DATASETS)}", name))
+    name = _canonical(name)
     if validation_size is not None and (
         isinstance(validation_size, bool) or not isinstance(validation_size, int | np.integer) or validation_size < 0
     ):
@@ -175,6 +176,11 @@ def load_dataset(
     if name == "digits":
         return _load_digits(validation_size, seed)
     return _load_mnist_like(name, data_dir, validation_size, seed)
+
+
+def _canonical(name: str) -> str:
+    """Accept ``Fashion-MNIST`` and the like for ``fashion_mnist``."""
+    return name.strip().lower().replace("-", "_")
 
 
 def representative_samples(ds: Dataset, n: int = 100, seed: int = 0) -> np.ndarray:

@@ -100,6 +100,9 @@ def test_unknown_dataset_lists_choices() -> None:
         load_dataset("cifar10")
     msg = _one_line(exc)
     assert "cifar10" in msg and all(name in msg for name in DATASETS)
+    with pytest.raises(DataError):
+        load_dataset(None)  # type: ignore[arg-type]
+    assert load_dataset("Digits").name == "digits"  # names are case- and dash-insensitive
 
 
 def test_representative_samples_and_tf_dataset() -> None:

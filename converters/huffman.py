@@ -194,28 +194,47 @@ def encode_symbols(symbols: Iterable[int] | np.ndarray, codes: np.ndarray, lengt
 
 
 def decode_symbols(data: bytes, codes: np.ndarray, lengths: np.ndarray, count: int, bit_offset: int = 0) -> np.ndarray:
-    """Decode ``count`` symbols of any prefix code (not only canonical) from an MSB-first stream."""
-    lookup = {(int(length), int(code)): sym for sym, (code, length) in enumerate(zip(codes, lengths, strict=True)) if length > 0}
-    max_len = int(np.max(lengths)) if len(lengths) else 0
-    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8)).tolist()
+    """Decode ``count`` symbols of any prefix code (not only canonical) from an MSB-first stream.
+
+    Table-driven: every bit position's L-bit window (L = longest code) is computed with numpy,
+    then one table lookup per symbol.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
     out = np.empty(count, dtype=np.int64)
-    pos = bit_offset
-    nbits = len(bits)
+    if count == 0:
+        return out
+    max_len = int(lengths.max()) if lengths.size else 0
+    if max_len == 0 or max_len > 24:
+        raise ConverterError(expected("Huffman code lengths", "1..24 bits", max_len))
+    sym_of = np.full(1 << max_len, -1, dtype=np.int64)
+    len_of = np.zeros(1 << max_len, dtype=np.int64)
+    for sym in np.flatnonzero(lengths > 0):
+        shift = max_len - int(lengths[sym])
+        lo = int(codes[sym]) << shift
+        sym_of[lo : lo + (1 << shift)] = sym
+        len_of[lo : lo + (1 << shift)] = lengths[sym]
+    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8))[bit_offset:]
+    nbits = bits.size
+    padded = np.concatenate([bits, np.zeros(max_len, dtype=np.uint8)]).astype(np.int64)
+    window = np.zeros(nbits + 1, dtype=np.int64)
+    for j in range(max_len):
+        window = (window << 1) | padded[j : j + nbits + 1]
+    win = window.tolist()
+    syms = sym_of.tolist()
+    lens = len_of.tolist()
+    pos = 0
     for i in range(count):
-        code = 0
-        length = 0
-        while True:
-            if pos >= nbits:
-                raise ConverterError(expected("Huffman stream length", f"more than {nbits} bits", nbits))
-            code = (code << 1) | bits[pos]
-            pos += 1
-            length += 1
-            sym = lookup.get((length, code))
-            if sym is not None:
-                out[i] = sym
-                break
-            if length > max_len:
-                raise ConverterError(f"Huffman stream: invalid codeword at bit {pos - length}")
+        if pos >= nbits:
+            raise ConverterError(expected("Huffman stream length", f"more than {nbits} bits", nbits))
+        w = win[pos]
+        sym = syms[w]
+        if sym < 0:
+            raise ConverterError(f"Huffman stream: invalid codeword at bit {pos + bit_offset}")
+        out[i] = sym
+        pos += lens[w]
+    if pos > nbits:
+        raise ConverterError(expected("Huffman stream length", f">= {pos} bits", nbits))
     return out
 
 

@@ -306,11 +306,19 @@ def build_model(
         if classes < 1:
             raise ModelError(expected(f"num_classes for {name}", "an integer >= 1", num_classes))
         num_classes = classes
-    if not isinstance(weight_decay, int | float) or weight_decay < 0:
-        raise ModelError(expected("weight_decay", "a float >= 0", weight_decay))
+    try:
+        wd = float(weight_decay) if not isinstance(weight_decay, bool | str) else -1.0
+    except (TypeError, ValueError):
+        wd = -1.0
+    if not wd >= 0 or math.isinf(wd):  # also rejects NaN
+        raise ModelError(expected("weight_decay", "a finite float >= 0", weight_decay))
+    try:
+        seed_int = operator.index(seed)
+    except TypeError:
+        raise ModelError(expected("seed", "an integer", seed)) from None
     import tf_keras  # lazy: TensorFlow loads only when a model is built
 
-    b = _Builder(tf_keras, int(seed), float(weight_decay))
+    b = _Builder(tf_keras, seed_int, wd)
     inputs = tf_keras.Input(shape=shape, name="input")
     outputs = _BUILDERS[name](b, inputs, num_classes)
     return tf_keras.Model(inputs=inputs, outputs=outputs, name=name)

@@ -143,8 +143,12 @@ def test_bad_arguments() -> None:
         assert "input_shape" in str(exc.value)
     with pytest.raises(ModelError):
         build_model("lenet5", (8, 8, 1), 0)
-    with pytest.raises(ModelError):
-        build_model("lenet5", (8, 8, 1), 10, weight_decay=-1.0)
+    for bad_wd in (-1.0, float("nan"), "1e-4"):
+        with pytest.raises(ModelError):
+            build_model("lenet5", (8, 8, 1), 10, weight_decay=bad_wd)
+    with pytest.raises(ModelError) as exc:
+        build_model("lenet5", (8, 8, 1), 10, seed="abc")
+    assert "seed" in str(exc.value)
     # Flattening models accept any positive shape.
     assert build_model("lenet_300_100", (64,), 10).output_shape == (None, 10)
     assert build_model("fc_autoencoder", (640,), 0).output_shape == (None, 640)

@@ -173,6 +173,9 @@ def load_dataset(
         isinstance(validation_size, bool) or not isinstance(validation_size, int | np.integer) or validation_size < 0
     ):
         raise ConfigError(expected("validation_size", "an integer >= 0 or None", validation_size))
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ConfigError(expected("seed", "an integer", seed))
+    seed = int(seed)
     if name == "digits":
         return _load_digits(validation_size, seed)
     return _load_mnist_like(name, data_dir, validation_size, seed)
@@ -243,13 +246,13 @@ def _load_digits(validation_size: int | None, seed: int) -> Dataset:
             expected("validation_size for digits", f"fewer than {len(x) - DIGITS_TEST_SIZE}", n_val)
         )
     idx = np.arange(len(x))
-    rest, test = train_test_split(idx, test_size=DIGITS_TEST_SIZE, random_state=seed, stratify=y)
+    rest, test = train_test_split(idx, test_size=DIGITS_TEST_SIZE, random_state=seed % 2**32, stratify=y)
     if n_val == 0:
         train, val = rest, rest[:0]
     else:
         # Stratifying needs at least one example per class on each side.
         strat = y[rest] if num_classes <= n_val <= len(rest) - num_classes else None
-        train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1, stratify=strat)
+        train, val = train_test_split(rest, test_size=n_val, random_state=(seed + 1) % 2**32, stratify=strat)
     # Keep each split in the original order, so the split alone (not a shuffle) depends on seed.
     train, val, test = np.sort(train), np.sort(val), np.sort(test)
     return _make_dataset(

@@ -77,6 +77,9 @@ def test_digits_validation_size_override_and_bad_values() -> None:
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (1337, 100, 360)
     assert len(load_dataset("digits", validation_size=0).x_val) == 0
     assert len(load_dataset("digits", validation_size=3).x_val) == 3  # too few to stratify: still works
+    assert load_dataset("digits", seed=-5).sha256 != load_dataset("digits", seed=0).sha256  # any int seed
+    with pytest.raises(ConfigError):
+        load_dataset("digits", seed="0")  # type: ignore[arg-type]
     for bad in (-1, 1.5, "10", 5000):
         with pytest.raises(ConfigError) as exc:
             load_dataset("digits", validation_size=bad)

@@ -7,133 +7,162 @@ checked so that the value allocates and the value minus one does not), and for p
 smallest such memory. Latency here is TFLM's reference kernels on x86: useful to compare models
 with each other, not as a prediction of a board's latency (use ``estimate:PROFILE`` or a board).
 
-``converters/tflm/arena.py`` did not exist when this was written, so the arena search lives here
-(:func:`find_arena_size`); it is public so the packer can reuse it.
+The arena search itself is :mod:`converters.tflm.arena` (shared with the packer): probes run in
+forked children of a TensorFlow-free worker, because the wheel aborts the process for arenas
+far too small.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from converters import ConverterError
 from devices import DeviceError
 from devices.environment import host_environment
 from devices.records import BenchRecord, Figure, latency_figures, model_sha256
 from devices.settings import BenchSettings
 from edge_lottery.errors import expected
 
-#: Largest arena tried before giving up (bytes).
-MAX_ARENA = 256 << 20
-_RECORDED = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+#: Arena used to check that a model runs at all (bytes).
+CHECK_ARENA = 64 << 20
 
 
-class _Captured:
-    text = ""
-
-
-@contextlib.contextmanager
-def capture_fd2() -> Iterator[_Captured]:
-    """Capture what C++ writes to file descriptor 2 (TFLM logs there, not to ``sys.stderr``)."""
-    captured = _Captured()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.text = tmp.read().decode("utf-8", errors="replace")
-
-
-def _runtime() -> Any:
+def _arena_module() -> Any:
     try:
-        from tflite_micro import runtime
-    except ImportError:
-        raise DeviceError("the tflm target needs the tflite-micro wheel: pip install tflite-micro") from None
-    return runtime
+        from converters.tflm import arena
+    except ImportError as exc:
+        raise DeviceError(f"the tflm target needs converters.tflm.arena and tflite-micro ({exc}); "
+                          "pip install tflite-micro") from None
+    return arena
 
 
-def try_allocate(model: bytes, arena_size: int, alt_decompression_memory_size: int = 0) -> tuple[Any, str]:
-    """(interpreter or None, captured stderr) for one real allocation attempt."""
-    runtime = _runtime()
-    with capture_fd2() as err:
-        try:
-            interp = runtime.Interpreter.from_bytes(
-                model, custom_op_registerers=[], arena_size=int(arena_size),
-                alt_decompression_memory_size=int(alt_decompression_memory_size))
-        except RuntimeError:
-            interp = None
-    return interp, err.text
+def try_allocate(model: bytes, arena_size: int, alt_decompression_memory_size: int = 0) -> Any:
+    """An interpreter allocated in exactly ``arena_size`` bytes, or None if it does not fit.
 
-
-def _failure_reason(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        if "find op" in line or "not supported" in line.lower() or "unsupported" in line.lower():
-            return line
-    return lines[0] if lines else "TFLM failed to allocate tensors"
-
-
-def _bisect(ok: Any, start: int, what: str) -> int:
-    """Smallest n with ok(n), given ok is monotone; ok(n) is True and ok(n - 1) False on return."""
-    lo, hi = 0, max(64, start)
-    while not ok(hi):
-        lo, hi = hi, hi * 2
-        if hi > MAX_ARENA:
-            raise DeviceError(f"{what}: no size up to {MAX_ARENA} bytes allocates")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    In-process: only for sizes near the answer (the wheel aborts the process for arenas far too
+    small; the bisection in :mod:`converters.tflm.arena` probes in forked children instead).
+    """
+    try:
+        return _arena_module().interpreter(model, int(arena_size), int(alt_decompression_memory_size))
+    except ConverterError:
+        return None
 
 
 def check_runnable(model: bytes) -> None:
     """Raise a one-line :class:`DeviceError` if TFLM cannot run the model at any arena size."""
-    interp, stderr = try_allocate(model, MAX_ARENA // 4, 0)
-    if interp is None:
-        reason = _failure_reason(stderr)
-        raise DeviceError(f"TFLite-Micro cannot run this model ({reason}); only operators in the stock "
-                          "resolver are supported - check them with `edge-lottery inspect`")
+    try:
+        _arena_module().interpreter(model, CHECK_ARENA, 0)
+    except ConverterError as exc:
+        raise DeviceError(f"{exc}; only operators of the stock TFLite-Micro resolver run - check them "
+                          "with `edge-lottery inspect`") from None
+
+
+def decoded_bytes(model: bytes) -> int:
+    """Bytes of all DECODE outputs (16-byte aligned each): the alternate memory that holds them."""
+    from devices.targets.estimate import read_model
+
+    graph = read_model(model)
+    total = 0
+    for name, _ins, outs, _opts in graph.ops:
+        if name == "TFLM_DECODE":
+            total += sum((graph.tensors[o].nbytes + 15) // 16 * 16 for o in outs)
+    return total
 
 
 def find_arena_size(model: bytes, alt_decompression_memory_size: int = 0) -> int:
-    """The exact smallest ``arena_size`` with which the stock interpreter allocates ``model``."""
-    if alt_decompression_memory_size == 0:
-        check_runnable(model)
-    found = _bisect(lambda n: try_allocate(model, n, alt_decompression_memory_size)[0] is not None,
-                    2 * len(model), "arena size")
-    # Verify the answer with fresh allocations: found allocates, found - 1 fails.
-    if try_allocate(model, found, alt_decompression_memory_size)[0] is None or \
-            try_allocate(model, found - 1, alt_decompression_memory_size)[0] is not None:
-        raise DeviceError(f"arena size search did not converge (found {found}); allocation is not monotone")
-    return found
+    """The exact smallest ``arena_size`` with which the stock interpreter runs ``model``."""
+    check_runnable(model)
+    alt = int(alt_decompression_memory_size)
+    info = measure_arena(model, alt)
+    return int(info["min_arena_with_alt"] if alt else info["min_arena"])
 
 
-def find_alt_decompression_size(model: bytes, arena_size: int) -> int:
-    """The smallest alternate decompression memory with which ``model`` allocates in ``arena_size``."""
-    return _bisect(lambda n: try_allocate(model, arena_size, n)[0] is not None, 1024,
-                   "alternate decompression memory")
+def exact_minimum_arena(model: bytes, alt_decompression_memory_size: int = 0) -> int:
+    """Smallest arena that allocates and invokes, verified: the answer runs and answer - 1 fails.
+
+    :func:`converters.tflm.arena.minimum_arena` starts its bisection at the recorder's total,
+    which is not always a lower bound (observed: total 2480 with a large arena, yet 2472 bytes
+    run), so its answer is checked here and the search continues below it when needed.
+    Probes run in forked children (``arena._probe``) because tiny arenas abort the process.
+    """
+    arena = _arena_module()
+    alt = int(alt_decompression_memory_size)
+    hi = int(arena.minimum_arena(model, alt))
+    if not arena._probe(model, hi, alt)[0]:
+        raise DeviceError(f"arena search is not monotone for this model (found {hi} bytes, which fails)")
+    if arena._probe(model, hi - 1, alt)[0]:
+        lo = 0
+        hi -= 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if arena._probe(model, mid, alt)[0]:
+                hi = mid
+            else:
+                lo = mid
+        if arena._probe(model, hi - 1, alt)[0]:
+            raise DeviceError(f"arena search did not converge near {hi} bytes (allocation is not monotone)")
+    return hi
 
 
-def recorded_allocations(model: bytes, arena_size: int, alt: int = 0) -> dict[str, int]:
-    """The RecordingMicroAllocator's total/head/tail, parsed from ``print_allocations()``."""
-    interp, _ = try_allocate(model, arena_size, alt)
-    if interp is None:
-        return {}
-    with capture_fd2() as err:
-        interp.print_allocations()
-    return {m.group(1): int(m.group(2)) for m in _RECORDED.finditer(err.text)}
+def _arena_worker() -> None:
+    """``python -m devices.targets.tflm ALT``: model on stdin, arena sizes as JSON on stdout.
+
+    A separate process that never imports TensorFlow: forking a probe from it takes
+    milliseconds, from a process holding TensorFlow hundreds.
+    """
+    import json
+    import sys
+
+    model = sys.stdin.buffer.read()
+    alt = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    try:
+        minimum = exact_minimum_arena(model)
+        total = _arena_module().recorded_allocations(model, minimum).get("total", 0)
+        with_alt = exact_minimum_arena(model, alt) if alt else None
+    except (ConverterError, DeviceError) as exc:
+        print(json.dumps({"error": str(exc)}))
+        return
+    print(json.dumps({"min_arena": minimum, "recorded_total": total, "min_arena_with_alt": with_alt}))
+
+
+def measure_arena(model: bytes, alt_decompression_memory_size: int = 0) -> dict[str, Any]:
+    """Run :func:`_arena_worker` in a fresh process: min_arena, recorded_total, min_arena_with_alt."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "devices.targets.tflm", str(int(alt_decompression_memory_size))],
+                          input=bytes(model), capture_output=True, timeout=900)
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"arena measurement failed: {tail[:200]}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise DeviceError(f"arena measurement failed: {out['error']}")
+    return out
+
+
+def arena_figures(model: bytes) -> list[Figure]:
+    """Exact arena bytes (and with alternate decompression memory for packed models)."""
+    check_runnable(model)
+    packed = model_has_decode(model)
+    alt = decoded_bytes(model) if packed else 0
+    info = measure_arena(model, alt)
+    figures = [
+        Figure("arena_bytes", info["min_arena"], "bytes", "measured",
+               "smallest arena_size that allocates and invokes (bisected; -1 byte fails)"),
+        Figure("arena_recorded_total", info["recorded_total"], "bytes", "measured",
+               "RecordingMicroAllocator total at that arena"),
+    ]
+    if packed and info.get("min_arena_with_alt") is not None:
+        figures.append(Figure("alt_decompression_bytes", alt, "bytes", "measured",
+                              "alternate decompression memory given: all DECODE outputs, 16-byte aligned"))
+        figures.append(Figure("arena_bytes_with_alt", info["min_arena_with_alt"], "bytes", "measured",
+                              f"smallest arena with {alt} bytes of alternate decompression memory"))
+    return figures
 
 
 def model_has_decode(model: bytes) -> bool:
@@ -182,28 +211,14 @@ class TflmTarget:
                               "instrument, or --target estimate:PROFILE for an estimate")
         model = model_path.read_bytes()
         figures: list[Figure] = []
-        packed = model_has_decode(model)
-        arena = find_arena_size(model)
-        figures.append(Figure("arena_bytes", arena, "bytes", "measured",
-                              "smallest arena_size that allocates (verified: -1 byte fails)"))
-        recorded = recorded_allocations(model, arena)
-        if "total" in recorded:
-            figures.append(Figure("arena_recorded_total", recorded["total"], "bytes", "measured",
-                                  "RecordingMicroAllocator total (excludes alignment slack)"))
-        alt = 0
-        if packed:
-            alt = find_alt_decompression_size(model, MAX_ARENA // 4)
-            arena_alt = find_arena_size(model, alt)
-            figures.append(Figure("alt_decompression_bytes", alt, "bytes", "measured",
-                                  "smallest alternate decompression memory for the DECODE outputs"))
-            figures.append(Figure("arena_bytes_with_alt", arena_alt, "bytes", "measured",
-                                  f"smallest arena with {alt} bytes of alternate decompression memory"))
+        figures.extend(arena_figures(model))
+        arena = int(figures[0].value)
         requested = settings.extra.get("arena")
         run_arena = int(requested) if requested else arena
-        interp, stderr = try_allocate(model, run_arena, 0)
+        interp = try_allocate(model, run_arena, 0)
         if interp is None:
-            raise DeviceError(f"arena of {run_arena} bytes is too small for {model_path} "
-                              f"({_failure_reason(stderr)}); it needs at least {arena} bytes")
+            raise DeviceError(f"arena of {run_arena} bytes is too small for {model_path}: it needs at "
+                              f"least {arena} bytes; drop the arena option or raise it")
         details = _input_details(interp, _count_inputs(model))
         samples, labels = make_inputs(details, settings, max(1, min(settings.runs, 16)), self.seed)
         for i in range(settings.warmup):
@@ -234,7 +249,7 @@ class TflmTarget:
         figures[:0] = latency_figures(latencies, note="TFLM reference kernels on the host x86 CPU")
         figures.append(Figure("model_size", len(model), "bytes", "measured", "file size"))
         env = host_environment(device={"kind": "tflm", "interpreter": "tflite_micro.runtime",
-                                       "packed": packed})
+                                       "packed": model_has_decode(model)})
         return [BenchRecord(model=str(model_path), model_sha256=model_sha256(model), target=self.name,
                             settings=settings.to_json(), environment=env, figures=tuple(figures))]
 
@@ -249,9 +264,9 @@ def run_outputs(model: bytes, sample: list[Any], arena_size: int | None = None, 
     """Run one sample and return output 0..n; used to check TFLM against LiteRT."""
     import numpy as np
 
-    interp, stderr = try_allocate(model, arena_size or find_arena_size(model, alt), alt)
+    interp = try_allocate(model, arena_size or find_arena_size(model, alt), alt)
     if interp is None:
-        raise DeviceError(f"TFLite-Micro could not allocate the model ({_failure_reason(stderr)})")
+        raise DeviceError(f"TFLite-Micro could not allocate the model in {arena_size} bytes")
     TflmTarget._invoke(interp, sample)
     from devices.targets.estimate import read_model
 
@@ -262,3 +277,7 @@ def make_target(arg: str | None) -> TflmTarget:
     if arg:
         raise DeviceError(expected("tflm target", "tflm (no argument)", f"tflm:{arg}"))
     return TflmTarget()
+
+
+if __name__ == "__main__":
+    _arena_worker()

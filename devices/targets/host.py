@@ -98,8 +98,8 @@ def make_interpreter(model: str | os.PathLike[str] | bytes, threads: int = 1, de
         interp = module.Interpreter(**source, **kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        message = " ".join(str(exc).split())
-        raise DeviceError(f"the host interpreter cannot run this model ({message[:300]}); "
+        message = " ".join(str(exc).split()).split(".")[0]
+        raise DeviceError(f"the host interpreter cannot run this model ({message[:200]}); "
                           "check the operators with `edge-lottery inspect`") from None
     return interp
 
@@ -321,6 +321,11 @@ class HostTarget:
         if settings.mode == "energy":
             raise DeviceError("the host target cannot measure energy; use --target serial:PORT with an "
                               "instrument, or --target estimate:PROFILE for an estimate")
+        from devices.targets.estimate import read_model
+
+        if "TFLM_DECODE" in read_model(model_path.read_bytes()).custom_codes:
+            raise DeviceError(f"{model_path} is packed for TFLite-Micro (TFLM_DECODE operators), which LiteRT "
+                              "cannot run; use --target tflm or bench the unpacked .tflite")
         env = host_environment(device={"kind": "host", "interpreter": interpreter_module().__name__})
         out = self._measure(model_path, settings)
         note = f"{settings.delegate} delegate, {settings.threads} thread(s)"

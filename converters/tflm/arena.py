@@ -1,0 +1,258 @@
+"""Run models on the stock TFLite-Micro interpreter and measure the exact arena they need.
+
+The ``tflite_micro`` wheel has no numeric arena getter: ``print_allocations()`` writes the
+RecordingMicroAllocator summary to file descriptor 2 from C++, and an arena that is too small
+raises ``RuntimeError`` or, when it is very small, crashes the process. So every probe runs in
+a forked child (a crash then only means "too small"), the summary is captured at fd 2 and
+parsed, and the minimum arena is found by bisecting ``arena_size`` with the real interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from converters import ConverterError
+from edge_lottery.errors import expected
+
+_TOTAL_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def _runtime() -> Any:
+    from tflite_micro import runtime
+
+    return runtime
+
+
+@contextlib.contextmanager
+def capture_fd2() -> Iterator[list[str]]:
+    """Capture what C++ writes to file descriptor 2 (``sys.stderr`` does not see it)."""
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", "replace"))
+
+
+def interpreter(model_bytes: bytes, arena_size: int | None = None, alt_decompression_memory_size: int = 0) -> Any:
+    """A TFLM interpreter, or a one-line ConverterError with the runtime's own message."""
+    rt = _runtime()
+    if arena_size is None:
+        arena_size = max(1 << 16, 10 * len(model_bytes))
+    with capture_fd2() as err:
+        try:
+            return rt.Interpreter.from_bytes(
+                bytes(model_bytes), custom_op_registerers=[], arena_size=arena_size,
+                alt_decompression_memory_size=int(alt_decompression_memory_size),
+            )
+        except RuntimeError as exc:
+            failure = exc
+    detail = _first_error_line(err[0] if err else "")
+    raise ConverterError(f"TFLite-Micro cannot prepare the model: {failure}" + (f" ({detail})" if detail else ""))
+
+
+def _first_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "RecordingMicroAllocator" not in ln]
+    return lines[0][:200] if lines else ""
+
+
+def to_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """A row (or batch) of inputs as the TFLM input tensor wants it (quantized when integer)."""
+    dtype = np.dtype(details["dtype"])
+    shape = tuple(int(d) for d in details["shape"])
+    arr = np.asarray(x)
+    if arr.size != int(np.prod(shape)):
+        raise ConverterError(expected("representative input size", f"{int(np.prod(shape))} values {list(shape)}",
+                                      f"{arr.size} values {list(arr.shape)}"))
+    arr = arr.reshape(shape)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(arr.dtype, np.floating):
+        q = details.get("quantization_parameters", {})
+        scales = np.asarray(q.get("scales", []))
+        zps = np.asarray(q.get("zero_points", []))
+        if scales.size:
+            info = np.iinfo(dtype)
+            arr = np.clip(np.round(arr / float(scales[0]) + float(zps[0] if zps.size else 0)), info.min, info.max)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def run(
+    model_bytes: bytes,
+    inputs: np.ndarray,
+    *,
+    arena_size: int | None = None,
+    alt_decompression_memory_size: int = 0,
+) -> np.ndarray:
+    """Invoke the model once per input row; returns output 0 for every row, stacked."""
+    interp = interpreter(model_bytes, arena_size, alt_decompression_memory_size)
+    details = interp.get_input_details(0)
+    outs = []
+    for row in np.asarray(inputs):
+        interp.set_input(to_input(row, details), 0)
+        interp.invoke()
+        outs.append(np.array(interp.get_output(0)))
+    return np.stack(outs)
+
+
+def random_inputs(model_bytes: bytes, n: int = 8, seed: int = 0) -> np.ndarray:
+    """Seeded inputs spanning the model input's dtype range (for verification without data)."""
+    details = interpreter(model_bytes).get_input_details(0)
+    dtype = np.dtype(details["dtype"])
+    shape = (n, *(int(d) for d in details["shape"]))
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+    return rng.random(shape).astype(dtype)
+
+
+# --- arena measurement ------------------------------------------------------------------------
+
+def _probe(model_bytes: bytes, arena_size: int, alt: int, report: bool = False) -> tuple[bool, str]:
+    """Does the model allocate and invoke in this arena? Runs in a forked child."""
+    _runtime()  # import before forking, or every child pays for the import
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        status = 1
+        try:
+            os.close(r)
+            with open(os.devnull, "wb") as null:
+                os.dup2(w if report else null.fileno(), 2)
+            interp = _runtime().Interpreter.from_bytes(
+                bytes(model_bytes), custom_op_registerers=[], arena_size=int(arena_size),
+                alt_decompression_memory_size=int(alt),
+            )
+            details = interp.get_input_details(0)
+            interp.set_input(np.zeros(tuple(int(d) for d in details["shape"]), dtype=details["dtype"]), 0)
+            interp.invoke()
+            if report:
+                interp.print_allocations()
+            status = 0
+        except BaseException:  # noqa: BLE001 - the exit code is the answer
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, b"".join(chunks).decode("utf-8", "replace")
+
+
+def recorded_allocations(model_bytes: bytes, arena_size: int | None = None, alt: int = 0) -> dict[str, int]:
+    """``print_allocations()`` totals (``total``, ``head``, ``tail`` bytes), parsed from fd 2."""
+    size = int(arena_size) if arena_size else max(1 << 16, 10 * len(model_bytes))
+    ok, text = _probe(model_bytes, size, alt, report=True)
+    if not ok:
+        raise ConverterError(f"TFLite-Micro cannot run the model in a {size}-byte arena"
+                             + (f": {_first_error_line(text)}" if _first_error_line(text) else ""))
+    return {k: int(v) for k, v in _TOTAL_RE.findall(text)}
+
+
+def minimum_arena(model_bytes: bytes, alt_decompression_memory_size: int = 0) -> int:
+    """Smallest ``arena_size`` (bytes) with which the model allocates and invokes."""
+    alt = int(alt_decompression_memory_size)
+    hi = max(4096, 4 * len(model_bytes))
+    while not _probe(model_bytes, hi, alt)[0]:
+        hi *= 2
+        if hi > (1 << 30):
+            raise ConverterError("TFLite-Micro cannot run the model with any arena up to 1 GiB")
+    lo = 0  # known failing (or untested lower bound)
+    with contextlib.suppress(ConverterError, KeyError):
+        lo = max(0, recorded_allocations(model_bytes, hi, alt)["total"] - 1)
+        if _probe(model_bytes, lo + 1, alt)[0] and lo > 0:
+            hi = lo + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _probe(model_bytes, mid, alt)[0]:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class ArenaInfo:
+    """Arena bytes a model needs on TFLite-Micro, measured with the real interpreter.
+
+    ``min_arena`` is the bisected minimum; ``recorded_total`` what the recording allocator
+    reports; with ``alt_decompression_memory_size`` > 0 decoded tensors live outside the arena
+    and ``min_arena_with_alt`` is the minimum then.
+    """
+
+    min_arena: int
+    recorded_total: int
+    alt_decompression_memory_size: int = 0
+    min_arena_with_alt: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def arena_info(model_bytes: bytes, alt_decompression_memory_size: int = 0) -> ArenaInfo:
+    """Minimum arena with and (if ``alt_decompression_memory_size``) without decoded tensors in it.
+
+    The bisection runs in a fresh worker process that never imports TensorFlow: forking a
+    probe from there takes milliseconds, from a process holding TensorFlow hundreds.
+    """
+    alt = int(alt_decompression_memory_size)
+    code = "import sys; from converters.tflm.arena import _worker; _worker(int(sys.argv[1]))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_package_root(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, str(alt)], input=bytes(model_bytes),
+                          capture_output=True, env=env, timeout=600)
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        raise ConverterError(f"arena measurement failed: {tail[:200]}")
+    return ArenaInfo(**json.loads(lines[-1]))
+
+
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _worker(alt: int) -> None:
+    """Entry point of the measuring process: model bytes on stdin, ArenaInfo JSON on stdout."""
+    model_bytes = sys.stdin.buffer.read()
+    try:
+        minimum = minimum_arena(model_bytes)
+        total = recorded_allocations(model_bytes, max(minimum, 4096) * 2).get("total", 0)
+        with_alt = minimum_arena(model_bytes, alt) if alt else None
+    except ConverterError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(ArenaInfo(minimum, total, alt, with_alt).to_dict()))
+
+
+__all__ = [
+    "ArenaInfo",
+    "arena_info",
+    "capture_fd2",
+    "interpreter",
+    "minimum_arena",
+    "random_inputs",
+    "recorded_allocations",
+    "run",
+    "to_input",
+]

@@ -1,0 +1,110 @@
+"""TFLite-Micro packing: per-tensor choice, DECODE insertion and bit-exact verification on the
+stock TFLite-Micro interpreter, plus arena measurement."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ticket_models import digits_ticket, digits_tflite
+
+from converters import ConverterError
+from converters.report import plain_table
+from converters.tflm import arena
+from converters.tflm.pack import pack
+
+
+def _inputs(n: int = 12) -> np.ndarray:
+    _, ds, _ = digits_ticket(False)
+    return ds.x_test[:n]
+
+
+@pytest.mark.parametrize("method", ["auto", "huffman", "prune", "lut"])
+def test_every_method_packs_bit_exact(method):
+    flat = digits_tflite("int8")
+    x = _inputs()
+    result = pack(flat, method, x, measure_arena=False)
+    rep = result.report
+    chosen = [t for t in rep.tensors if t.method != "none"]
+    assert chosen, plain_table(rep)
+    if method != "auto":
+        assert all(t.method == method for t in chosen)
+    # independent check: the returned model decodes to the same outputs
+    assert np.array_equal(arena.run(result.model_bytes, x), arena.run(flat, x))
+    assert b"TFLM_DECODE" in result.model_bytes
+    assert rep.verified_rows == len(x)
+
+
+def test_auto_picks_smallest_and_reports_reasons():
+    flat = digits_tflite("int8")
+    rep = pack(flat, "auto", _inputs(4), measure_arena=False).report
+    for t in rep.tensors:
+        sizes = {m: v for m, v in t.candidates.items() if isinstance(v, int)}
+        if t.method != "none":
+            assert t.packed_bytes == min(sizes.values()), t
+            assert t.packed_bytes < t.original_bytes
+        else:
+            assert t.reason, t
+    weights = [t for t in rep.tensors if "MatMul" in t.name and t.original_bytes >= 2000]
+    assert weights and all(t.method != "none" for t in weights)  # 75 % zeros always pay off
+    assert rep.model_bytes_after < rep.model_bytes_before
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert d["totals"]["packed_bytes"] == rep.packed_bytes
+    assert d["model_bytes_after"] == rep.model_bytes_after
+
+
+def test_conv_model_packs_and_measures_arena():
+    flat = digits_tflite("int8", conv=True)
+    result = pack(flat, "auto", _inputs(6), measure_arena=True)
+    before, after = result.report.arena_before, result.report.arena_after
+    assert before["min_arena"] > 0 and after["min_arena"] > 0
+    # decoded weights live in the arena unless alternate decompression memory is given
+    assert after["min_arena_with_alt"] < after["min_arena"]
+    # the bisected minimum is exact: one byte less fails on the real interpreter
+    assert arena._probe(result.model_bytes, after["min_arena"], 0)[0]
+    assert not arena._probe(result.model_bytes, after["min_arena"] - 1, 0)[0]
+
+
+def test_verification_catches_a_corrupted_pack(monkeypatch):
+    import converters.tflm.insert as insert_mod
+
+    real = insert_mod.insert_decode
+
+    def corrupt(model_bytes, encodings, **kw):
+        out = bytearray(real(model_bytes, encodings, **kw))
+        enc = max(encodings.values(), key=lambda e: len(e.encoded))
+        at = bytes(out).find(enc.encoded)
+        assert at > 0 and bytes(out).count(enc.encoded) == 1
+        out[at + len(enc.encoded) // 3] ^= 0x10  # one bit of the largest encoded stream
+        return bytes(out)
+
+    monkeypatch.setattr(insert_mod, "insert_decode", corrupt)
+    with pytest.raises(ConverterError, match="not bit-exact on TFLite-Micro"):
+        pack(digits_tflite("int8"), "prune", _inputs(6), measure_arena=False)
+
+
+def test_huffman_on_float_model_is_one_line_error():
+    with pytest.raises(ConverterError, match="--pack huffman: HUFFMAN encoding of tensor float32") as err:
+        pack(digits_tflite("float32"), "huffman", _inputs(2), measure_arena=False)
+    assert "\n" not in str(err.value)
+
+
+def test_float_model_auto_uses_float_capable_encoders():
+    rep = pack(digits_tflite("float32"), "auto", _inputs(3), measure_arena=False).report
+    assert {t.method for t in rep.tensors} <= {"none", "prune", "lut"}
+    assert any(t.method == "prune" for t in rep.tensors)
+
+
+def test_densify_model_is_refused_for_tflm():
+    from converters.tflite import convert
+
+    model, _, rep = digits_ticket(True)
+    flat = convert(model, "int8", rep, sparse="converter")
+    with pytest.raises(ConverterError, match="DENSIFY"):
+        pack(flat, "auto", None, measure_arena=False)
+
+
+def test_bad_method():
+    with pytest.raises(ConverterError, match="pack method: expected one of auto"):
+        pack(digits_tflite("int8"), "zip")

@@ -145,10 +145,12 @@ def _pack(tflite_bytes: bytes, tensors) -> tuple[bytes, dict]:
     spans = flatbuffer.buffer_spans(data)
     records = []
     report = []
+    end_of_last = 0
     for buf in sorted(chosen, key=lambda b: spans[b][0]):
         start, length = spans[buf]
-        if length == 0:
-            continue
+        if length == 0 or start < end_of_last or start + length > len(data):
+            continue  # empty, or bytes shared with a buffer already taken: leave them in the rest
+        end_of_last = start + length
         arr = np.frombuffer(data, dtype=np.uint8, count=length, offset=start)
         body, k, stats = _encode_buffer(arr)
         header = _RECORD.pack(start, length, k, stats["entries"])

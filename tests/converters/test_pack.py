@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from ticket_models import digits_ticket, digits_tflite
+from ticket_models import digits_tflite, digits_ticket
 
 from converters import ConverterError
 from converters.report import plain_table

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_ticket(conv: bool = False, density: float = 0.25):
     """A quickly trained digits model (Dense, or a small CNN) with magnitude-pruned kernels.
 
@@ -36,7 +36,7 @@ def digits_ticket(conv: bool = False, density: float = 0.25):
     return model, ds, representative_samples(ds, 32, seed=0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_tflite(mode: str = "int8", conv: bool = False) -> bytes:
     from converters.tflite import convert
 

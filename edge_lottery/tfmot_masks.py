@@ -221,9 +221,20 @@ def wrap_for_masks(model: Any, *, exclude: Collection[str] = ()) -> keras.Model:
             )
         )
 
-    clone = keras.models.clone_model(model)
-    if not clone.built:
-        clone.build(model.input_shape)
+    try:
+        clone = keras.models.clone_model(model)
+        if not clone.built:
+            clone.build(model.input_shape)
+    except (NotImplementedError, TypeError, ValueError) as exc:
+        # Custom layers without get_config()/from_config() cannot be cloned; TFMOT clones too.
+        raise ModelError(
+            expected(
+                "model",
+                "a model keras.models.clone_model can rebuild (custom layers need get_config/from_config)",
+                f"{type(exc).__name__}: "
+                + (str(exc).splitlines()[0] if str(exc).strip() else "a layer's get_config() is not implemented"),
+            )
+        ) from exc
     for src, dst in zip(model.layers, clone.layers, strict=True):
         dst.set_weights(src.get_weights())
 

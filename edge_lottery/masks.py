@@ -259,11 +259,13 @@ def _select(layers: list[_LayerBlocks], fraction: float) -> dict[str, np.ndarray
     if sc.size == 0:
         return keep
     target = fraction * float(sz.sum())
-    order = np.lexsort((bi, li, sc))
+    # Candidates are concatenated in (layer, block) order, so a stable sort breaks ties on it.
+    order = np.argsort(sc, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(sz[order])])
     k = int(np.argmin(np.abs(cum - target)))
-    for j in order[:k]:
-        keep[layers[li[j]].key][bi[j]] = False
+    pruned = order[:k]
+    for i, lb in enumerate(layers):
+        keep[lb.key][bi[pruned[li[pruned] == i]]] = False
     return keep
 
 

@@ -67,10 +67,43 @@ def _convert(model, data, int8: bool) -> bytes:
     return converter.convert()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(kind: str = "conv", int8: bool = False) -> Path:
     """Path of a cached tiny model: kind 'conv' or 'dense', float32 or int8."""
     model, data = _keras_conv() if kind == "conv" else _keras_dense()
     path = _dir() / f"{kind}_{'int8' if int8 else 'float'}.tflite"
     path.write_bytes(_convert(model, data, int8))
+    return path
+
+
+@functools.cache
+def unsupported_model(kind: str) -> Path:
+    """'topk': TOPK_V2, which LiteRT runs and TFLite-Micro has no kernel for;
+    'custom': a custom 'Erf' op that no interpreter here can run."""
+    import tensorflow as tf
+
+    if kind == "topk":
+        def fn(x):
+            return tf.math.top_k(tf.reshape(x, [-1]), k=3).values
+    else:
+        def fn(x):
+            return tf.math.erf(x)
+    func = tf.function(fn, input_signature=[tf.TensorSpec([1, 8], tf.float32)], autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([func.get_concrete_function()], func)
+    converter.allow_custom_ops = kind != "topk"
+    path = _dir() / f"unsupported_{kind}.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+@functools.cache
+def packed_model() -> Path | None:
+    """The int8 dense model packed with TFLM PRUNE DECODE, or None if the packer is not available."""
+    try:
+        from converters.tflm.pack import pack
+    except ImportError:
+        return None
+    result = pack(tiny_model("dense", int8=True).read_bytes(), "prune", measure_arena=False)
+    path = _dir() / "dense_int8_packed.tflite"
+    path.write_bytes(result.model_bytes)
     return path

@@ -168,14 +168,10 @@ def sparsity_parameters(enc: SparseEncoding) -> object:
 
 
 def read_model(model_bytes: bytes) -> object:
-    s = schema()
-    data = bytes(model_bytes)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ConverterError(expected("TFLite flatbuffer", "file identifier 'TFL3' at bytes 4-7", data[4:8]))
-    try:
-        return s.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except Exception as exc:
-        raise ConverterError(f"not a TFLite flatbuffer: {type(exc).__name__}: {exc}") from exc
+    """The schema's ``ModelT``, or ConverterError("not a TFLite flatbuffer: ...")."""
+    from converters.inspect import read_flatbuffer
+
+    return read_flatbuffer(model_bytes)
 
 
 def write_model(model: object) -> bytes:

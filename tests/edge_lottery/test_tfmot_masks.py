@@ -359,6 +359,7 @@ def test_mirrored_strategy_keeps_masks_fixed():
             inp = keras.Input((64,))
             x = keras.layers.Dense(32, activation="tanh", name="fc1")(inp)
             model = keras.Model(inp, keras.layers.Dense(10, name="out")(x))
+            theta0 = T.snapshot(model)
             wrapped = T.wrap_for_masks(model)
             masks = M.compute_masks(T.get_prunable_weights(wrapped), None, fraction=0.6)
             T.set_masks(wrapped, masks)
@@ -375,6 +376,10 @@ def test_mirrored_strategy_keeps_masks_fixed():
             for replica_var in strategy.experimental_local_results(
                     [v for v in wrapped.weights if v.name == k + ":0"][0]):
                 assert not replica_var.numpy()[m == 0].any(), (k, replica_var.device)
+        with strategy.scope():
+            T.restore(wrapped, theta0)
+        for k, v in T.snapshot(wrapped).items():
+            assert np.array_equal(v, theta0[k] * masks[k] if k in masks else theta0[k]), k
         print("OK", M.density(masks))
         """
     )

@@ -1,0 +1,101 @@
+"""``edge-lottery bench``: measuring by default, JSON lines, one-line errors, help."""
+
+from __future__ import annotations
+
+from bench_models import packed_model, tiny_model, unsupported_model
+from click.testing import CliRunner
+
+from devices.records import read_jsonl
+from edge_lottery.cli import main
+
+
+def _bench(*args: str):
+    return CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
+
+
+def test_bench_host_writes_jsonl_and_prints_a_table(tmp_path):
+    out = tmp_path / "r.jsonl"
+    model = tiny_model("conv", True)
+    result = _bench(str(model), "--target", "host", "--runs", "5", "--warmup", "1", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "edge-lottery bench" in result.output and "conv_int8.tflite" in result.output
+    assert "measured" in result.output
+    records = read_jsonl(out)
+    assert len(records) == 1 and records[0].target == "host" and records[0].settings["runs"] == 5
+    assert records[0].figure("latency_p50").note.startswith("n=5")
+    # a second run appends
+    assert _bench(str(model), "--runs", "3", "--json", str(out)).exit_code == 0
+    assert len(read_jsonl(out)) == 2
+
+
+def test_bench_estimate_marks_estimates(tmp_path):
+    out = tmp_path / "r.jsonl"
+    result = _bench(str(tiny_model("conv", True)), str(tiny_model("dense", False)),
+                    "-t", "estimate:cortex-m7-480mhz", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "estimated" in result.output
+    records = read_jsonl(out)
+    assert [r.target for r in records] == ["estimate:cortex-m7-480mhz"] * 2
+    assert all(f.kind == "estimated" for r in records for f in r.figures if f.name != "model_size")
+    assert '"kind": "estimated"' in out.read_text()
+
+
+def test_bench_several_targets_and_profile_ops(tmp_path):
+    out = tmp_path / "r.jsonl"
+    result = _bench(str(tiny_model("conv", True)), "-t", "tflm", "-t", "estimate:cortex-m4-80mhz",
+                    "--runs", "3", "--profile-ops", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "per operator" in result.output and "CONV_2D" in result.output
+    targets = [r.target for r in read_jsonl(out)]
+    assert targets == ["tflm", "estimate:cortex-m4-80mhz"]
+
+
+def test_missing_model_is_one_line_and_exit_1(tmp_path):
+    result = _bench(str(tmp_path / "nope.tflite"), "--json", str(tmp_path / "r.jsonl"))
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: model") and "nope.tflite" in lines[0]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_bad_target_is_one_line(tmp_path):
+    result = _bench(str(tiny_model("conv")), "--target", "gpu")
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "host, tflm, serial:PORT" in lines[0]
+    result = _bench(str(tiny_model("conv")), "--target", "estimate:cortex-m99")
+    assert result.exit_code == 1 and "cortex-m4-80mhz" in result.output
+
+
+def test_model_the_target_cannot_run_keeps_the_others(tmp_path):
+    out = tmp_path / "r.jsonl"
+    models = [str(unsupported_model("topk")), str(tiny_model("conv", True))]
+    result = _bench(*models, "-t", "tflm", "--runs", "2", "--json", str(out))
+    assert result.exit_code == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "TOPK_V2" in errors[0] and "edge-lottery inspect" in errors[0]
+    records = read_jsonl(out)
+    assert [r.status for r in records] == ["failed", "ok"]
+    assert "TOPK_V2" in records[0].error
+    packed = packed_model()
+    if packed is not None:
+        result = _bench(str(packed), "-t", "host")
+        assert result.exit_code == 1 and "--target tflm" in result.output
+
+
+def test_bad_option_values_are_one_line():
+    result = _bench(str(tiny_model("conv")), "--runs", "0")
+    assert result.exit_code == 1 and "runs: expected an integer >= 1" in result.output
+    result = CliRunner().invoke(main, ["bench", str(tiny_model("conv")), "-o", "novalue"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_help_and_list_profiles():
+    result = _bench("--help")
+    assert result.exit_code == 0
+    assert "compare" in result.output and "--target" in result.output and "--runs" in result.output
+    result = _bench("compare", "--help")
+    assert result.exit_code == 0 and "--summary" in result.output and "--out" in result.output
+    result = _bench("--list-profiles")
+    assert result.exit_code == 0
+    assert "cortex-m4-80mhz" in result.output and "raspberry-pi-4" in result.output

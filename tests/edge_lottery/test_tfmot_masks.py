@@ -72,6 +72,35 @@ def test_prunable_ids_follow_tfmot_registry():
     assert T.prunable_weight_ids(conv_model()) == ["conv1/kernel", "pw/kernel", "out/kernel"]
 
 
+def zoo_model():
+    """One of each prunable layer family of TFMOT's registry."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10,), dtype="int32")
+    x = keras.layers.Embedding(50, 8, name="emb")(inp)
+    x = keras.layers.LSTM(12, return_sequences=True, name="lstm")(x)
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = keras.layers.Conv1D(8, 3, name="c1d")(x)
+    x = keras.layers.Reshape((8, 8, 1))(x)
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inp, keras.layers.Dense(3, name="out")(x))
+
+
+def test_registry_mirror_matches_tfmot_wrapping():
+    ids = T.prunable_weight_ids(zoo_model())
+    assert ids == [
+        "emb/embeddings", "lstm/lstm_cell/kernel", "lstm/lstm_cell/recurrent_kernel", "mha/query/kernel",
+        "mha/key/kernel", "mha/value/kernel", "mha/attention_output/kernel", "c1d/kernel",
+        "sep/pointwise_kernel", "out/kernel",
+    ]
+    theirs = tfmot.sparsity.keras.prune_low_magnitude(zoo_model())  # TFMOT's own choice of weights
+    assert T.prunable_weight_ids(theirs) == ids
+    ours = T.wrap_for_masks(zoo_model())
+    assert T.prunable_weight_ids(ours) == ids
+    T.set_masks(ours, M.compute_masks(T.get_prunable_weights(ours), None, fraction=0.5, scope="layerwise"))
+    assert all(d == 0.5 for d in M.layer_densities(T.get_masks(ours)).values())
+
+
 def test_wrap_clones_and_does_not_touch_the_callers_model():
     model = dense_model()
     before = T.snapshot(model)

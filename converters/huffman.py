@@ -4,9 +4,9 @@ Why the project writes its own instead of using a library: the TFLite-Micro HUFF
 tables (``converters.tflm.huffman_tables``) and the Deep Compression archive
 (``converters.archive``) need (1) *length-limited* optimal codes (package-merge), (2) full
 control of the exact MSB-first bit layout and of which prefix code is used, and (3) code-length
-tables we serialise ourselves. No maintained Python library offers length-limited codes with an
-exposed bit layout (``dahuffman``/``huffman`` packages build unconstrained codes only and own
-their container format), and zlib/deflate hides its codes entirely. Pure numpy/Python, no TF.
+tables we serialise ourselves. The small PyPI Huffman packages (e.g. ``dahuffman``) build
+unconstrained codes and own their bit layout, and zlib/deflate hides its codes entirely, so
+none of them can produce these exact layouts. Pure numpy/Python, no TF.
 """
 
 from __future__ import annotations

@@ -464,8 +464,10 @@ class LotteryTicketSearch:
         _set_seed(seed)
         wrapped = self._wrapped_model()
         with self._scope():
-            tfmot_masks.restore(wrapped, start.weights)
+            # Masks first: restore() multiplies by the masks the model carries, and those must be
+            # this run's, not the previous run's (a stale random-prune mask would zero survivors).
             tfmot_masks.set_masks(wrapped, masks)
+            tfmot_masks.restore(wrapped, start.weights)
             training.reset_optimizer(wrapped, start.start_step, start.constant_lr)
         callbacks = [*tfmot_masks.pruning_callbacks()]
         rp = None

@@ -42,7 +42,7 @@ def format_value(fig: Figure | None) -> str:
                 f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s")
     elif unit == "bytes":
         text = (f"{value:.0f} B" if value < 10 * 1024 else
-                f"{value / 1024:.1f} KiB" if value < 10 * 1024 * 1024 else f"{value / 1048576:.1f} MiB")
+                f"{value / 1024:.1f} KiB" if value < 1024 * 1024 else f"{value / 1048576:.1f} MiB")
     elif unit in ("uJ", "mJ", "J"):
         joules = value * {"uJ": 1e-6, "mJ": 1e-3, "J": 1.0}[unit]
         text = (f"{joules * 1e9:.3g} nJ" if joules < 1e-6 else

@@ -62,18 +62,18 @@ def _delegates(delegate: str, options: dict[str, str]) -> tuple[list[Any], bool]
     if delegate == "none":
         return [], False
     if delegate == "sparse":
+        # The project's delegate claims sparse FULLY_CONNECTED / CONV_2D nodes; XNNPACK keeps the rest.
         try:
+            from converters import ConverterError
             from converters import delegate as sparse_delegate
 
-            loaded = sparse_delegate.load()
-        except (ImportError, AttributeError, OSError) as exc:
+            loaded = sparse_delegate.load(options or None)
+        except (ImportError, AttributeError, OSError, ConverterError) as exc:
             raise DeviceError(
-                f"delegate 'sparse': the project's sparse delegate is not built or not importable ({exc}); "
+                f"delegate 'sparse': the project's sparse delegate is not usable ({exc}); "
                 "rebuild with `pip install -e .` or use --delegate default"
             ) from None
-        if isinstance(loaded, (str, os.PathLike)):
-            loaded = module.load_delegate(os.fspath(loaded), options or None)
-        return [loaded], False
+        return [loaded], True
     path = Path(delegate)
     if not path.is_file():
         raise DeviceError(expected("delegate", "default | none | sparse | path to a delegate .so", delegate))

@@ -126,3 +126,23 @@ def test_profile_ops_are_labelled_estimated():
     assert macs == 6 * 6 * 4 * 9 + 144 * 10
     shares = sum(f.value for f in op_figs if f.name.endswith("_latency"))
     assert shares == pytest.approx(record.figure("latency_mean").value)
+
+
+def test_sparse_delegate_gives_the_same_outputs():
+    pytest.importorskip("converters.delegate")
+    from converters import delegate as sparse_delegate
+
+    try:
+        sparse_delegate.library_path()
+    except Exception as exc:  # noqa: BLE001 - not built here
+        pytest.skip(f"sparse delegate not built: {exc}")
+    path = tiny_model("dense", False)
+    sparse = make_interpreter(path, delegate="sparse")
+    plain = make_interpreter(path, delegate="none")
+    samples, _ = make_inputs(plain.get_input_details(), BenchSettings(), 3, seed=5)
+    for sample in samples:
+        np.testing.assert_allclose(invoke(sparse, sample)[0], invoke(plain, sample)[0], rtol=1e-4, atol=1e-5)
+    record = HostTarget().run(path, BenchSettings(runs=5, delegate="sparse"))[0]
+    assert record.settings["delegate"] == "sparse" and record.figure("latency_p50").value > 0
+    with pytest.raises(DeviceError, match="sparse"):
+        HostTarget().run(path, BenchSettings(runs=2, delegate="sparse", extra={"delegate.bogus": "1"}))

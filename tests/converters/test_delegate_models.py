@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 
-import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
+
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
 
 
 def prune(w: np.ndarray, sparsity: float, pattern: str, rng: np.random.Generator) -> np.ndarray:
@@ -35,10 +36,13 @@ def prune(w: np.ndarray, sparsity: float, pattern: str, rng: np.random.Generator
     return w
 
 
-def _convert(model, dtype: str, rep_range: tuple[float, float], sparse_format: bool, in_shape, seed: int) -> bytes:
+def _convert(model, dtype: str, rep_range: tuple[float, float], sparse_format: bool, in_shape, seed: int,
+             per_tensor: bool = False) -> bytes:
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if per_tensor:
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     opts = []
     if dtype == "int8":
         opts.append(tf.lite.Optimize.DEFAULT)
@@ -59,7 +63,7 @@ def _convert(model, dtype: str, rep_range: tuple[float, float], sparse_format: b
     return conv.convert()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mlp(
     sizes: tuple[int, ...],
     sparsity: float,
@@ -69,13 +73,17 @@ def mlp(
     sparse_format: bool = False,
     rep_range: tuple[float, float] = (-1.0, 1.0),
     use_bias: bool = True,
+    per_tensor: bool = False,
     seed: int = 0,
 ) -> bytes:
     """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``."""
+    import tensorflow as tf
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
+    if activation == "relu_n1_to_1":
+        activation = lambda t: tf.clip_by_value(t, -1.0, 1.0)  # noqa: E731  (fused as RELU_N1_TO_1)
     inp = keras.Input((sizes[0],), batch_size=None)
     x = inp
     for i, n in enumerate(sizes[1:]):
@@ -89,10 +97,10 @@ def mlp(
             if use_bias:
                 ws[1] = rng.normal(0, 0.1, ws[1].shape).astype(np.float32)
             layer.set_weights(ws)
-    return _convert(model, dtype, rep_range, sparse_format, (sizes[0],), seed)
+    return _convert(model, dtype, rep_range, sparse_format, (sizes[0],), seed, per_tensor)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def convnet(
     hw: int,
     cin: int,

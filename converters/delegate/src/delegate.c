@@ -35,8 +35,11 @@ typedef struct Options {
   unsigned layouts; /* bit mask of allowed layouts */
   int num_threads;  /* 0: the interpreter's recommended_num_threads */
   int verbose;
+  int rounding; /* ROUNDING_BUILTIN or ROUNDING_REFERENCE */
   char isa[16];
 } Options;
+
+enum { ROUNDING_BUILTIN = 0, ROUNDING_REFERENCE = 1 };
 
 typedef struct DelegateData {
   EdgeDelegate base; /* first member: the runtime sees a TfLiteDelegate* */
@@ -300,7 +303,7 @@ typedef struct Op {
   EdgeEpilogue ep;
   EdgeGemmFn fn;
   float* fbias;
-  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift;
+  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift, *tshift;
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
   int parallel;
@@ -328,7 +331,7 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
 }
 
-static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w) {
+static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding) {
   const OpSpec* s = &op->s;
   const int N = s->N, Np = (N + 15) & ~15;
   if (s->dtype == EDGE_F32) {
@@ -354,7 +357,8 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w) {
   op->mult = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
   op->lshift = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
   op->rshift = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
-  if (!op->bias_s8 || !op->bias_u8 || !op->mult || !op->lshift || !op->rshift) return -1;
+  op->tshift = (int32_t*)calloc((size_t)Np, sizeof(int32_t));
+  if (!op->bias_s8 || !op->bias_u8 || !op->mult || !op->lshift || !op->rshift || !op->tshift) return -1;
   const EdgeTensor* in = &ctx->tensors[s->in_t];
   const EdgeTensor* out = &ctx->tensors[s->out_t];
   const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)ctx->tensors[s->w_src_t].quantization.params;
@@ -381,6 +385,7 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w) {
     op->mult[n] = qm;
     op->lshift[n] = shift > 0 ? shift : 0;
     op->rshift[n] = shift > 0 ? 0 : -shift;
+    op->tshift[n] = 31 - shift;
   }
   const float os = out->params.scale;
   const int32_t zp = out->params.zero_point;
@@ -400,6 +405,14 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w) {
   op->ep.mult = op->mult;
   op->ep.lshift = op->lshift;
   op->ep.rshift = op->rshift;
+  op->ep.tshift = op->tshift;
+  /* Match the kernel the runtime itself would have run (see EdgeRounding): CONV_2D and the sparse
+   * (version 8) FC kernels use TFLite's arithmetic; dense FC differs between builtin and reference. */
+  const int fc_sparse_kernel = s->kind == KIND_FC && s->sparse_input && s->densify_node < 0;
+  if (s->kind == KIND_CONV || fc_sparse_kernel)
+    op->ep.rmode = EDGE_ROUND_DOUBLE_AWAY;
+  else
+    op->ep.rmode = rounding == ROUNDING_REFERENCE ? EDGE_ROUND_SINGLE : EDGE_ROUND_DOUBLE_UP;
   op->ep.zp_out = zp;
   op->ep.qmin = lo;
   op->ep.qmax = hi;
@@ -490,6 +503,7 @@ static void op_free(Op* op) {
   free(op->mult);
   free(op->lshift);
   free(op->rshift);
+  free(op->tshift);
 }
 
 static void kernel_destroy(Kernel* k) {
@@ -557,7 +571,7 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
     }
     k->nops++;
     void* w = load_weights(ctx, &op->s, why, sizeof(why));
-    if (!w || setup_epilogue(ctx, op, w) != 0 || choose_layout(dd, op, w) != 0) {
+    if (!w || setup_epilogue(ctx, op, w, dd->opt.rounding) != 0 || choose_layout(dd, op, w) != 0) {
       free(w);
       snprintf(k->error, sizeof(k->error), "node %d: cannot prepare weights", nodes->data[i]);
       break;
@@ -895,6 +909,15 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
       opt.num_threads = (int)n;
     } else if (strcmp(k, "verbose") == 0) {
       opt.verbose = strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "True") == 0;
+    } else if (strcmp(k, "rounding") == 0) {
+      if (strcmp(v, "builtin") == 0) {
+        opt.rounding = ROUNDING_BUILTIN;
+      } else if (strcmp(v, "reference") == 0) {
+        opt.rounding = ROUNDING_REFERENCE;
+      } else {
+        snprintf(msg, sizeof(msg), "edge_sparse_delegate: rounding must be builtin or reference, got '%s'", v);
+        goto fail;
+      }
     } else if (strcmp(k, "isa") == 0) {
       if (strcmp(v, "auto") && strcmp(v, "scalar") && strcmp(v, "avx2") && strcmp(v, "avx512")) {
         snprintf(msg, sizeof(msg), "edge_sparse_delegate: isa must be auto, scalar, avx2 or avx512, got '%s'", v);
@@ -904,7 +927,7 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
     } else {
       snprintf(msg, sizeof(msg),
                "edge_sparse_delegate: unknown option '%s' (accepted: abi_version, min_sparsity, layouts, "
-               "num_threads, verbose, isa)",
+               "num_threads, verbose, isa, rounding)",
                k);
       goto fail;
     }

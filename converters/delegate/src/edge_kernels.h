@@ -25,6 +25,15 @@ enum EdgeLayout {
 
 enum EdgeDType { EDGE_F32 = 0, EDGE_I8 = 1 };
 
+/* int8 requantization flavours found in LiteRT 2.3.0's kernels (all "multiply by quantized
+ * multiplier", they differ only in rounding):
+ *  DOUBLE_AWAY: rounding doubling high-mul, then rounding right shift with ties away from zero
+ *               (TFLite's own arithmetic; what the optimized CONV_2D kernels produce);
+ *  DOUBLE_UP:   same high-mul, final shift with ties toward +inf (what the optimized
+ *               FULLY_CONNECTED kernels produce: ruy's rounding);
+ *  SINGLE:      one 64-bit product rounded once (the BUILTIN_REF kernels and XNNPACK). */
+enum EdgeRounding { EDGE_ROUND_DOUBLE_AWAY = 0, EDGE_ROUND_DOUBLE_UP = 1, EDGE_ROUND_SINGLE = 2 };
+
 typedef struct EdgePacked {
   int layout;
   int dtype;
@@ -47,6 +56,8 @@ typedef struct EdgeEpilogue {
   const int32_t* mult;    /* per-channel fixed-point multiplier (Q31) */
   const int32_t* lshift;  /* max(shift, 0) */
   const int32_t* rshift;  /* max(-shift, 0) */
+  const int32_t* tshift;  /* 31 - shift (single-rounding mode) */
+  int32_t rmode;          /* EdgeRounding */
   int32_t zp_out, qmin, qmax;
 } EdgeEpilogue;
 
@@ -80,16 +91,20 @@ static inline int32_t edge_srdhm(int32_t a, int32_t b) {
   return (int32_t)q;
 }
 
-static inline int32_t edge_rdbpot(int32_t x, int e) {
+static inline int32_t edge_rdbpot(int32_t x, int e, int away) {
   int32_t mask = (int32_t)((1LL << e) - 1);
   int32_t rem = x & mask;
-  int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
+  int32_t thr = (mask >> 1) + (away && x < 0 ? 1 : 0);
   return (x >> e) + (rem > thr ? 1 : 0);
 }
 
-static inline int32_t edge_requant(int32_t acc, int32_t mult, int32_t ls, int32_t rs) {
+static inline int32_t edge_requant(int32_t acc, int32_t mult, int32_t ls, int32_t rs, int32_t ts, int mode) {
+  if (mode == EDGE_ROUND_SINGLE) {
+    int64_t v = ((int64_t)acc * mult + (1LL << (ts - 1))) >> ts;
+    return v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
+  }
   uint32_t shifted = (uint32_t)acc << ls; /* TFLite multiplies by (1 << ls); wraps the same way */
-  return edge_rdbpot(edge_srdhm((int32_t)shifted, mult), rs);
+  return edge_rdbpot(edge_srdhm((int32_t)shifted, mult), rs, mode == EDGE_ROUND_DOUBLE_AWAY);
 }
 
 #endif /* EDGE_KERNELS_H_ */

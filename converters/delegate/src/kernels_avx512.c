@@ -29,22 +29,42 @@ static inline __m512i srdhm16(__m512i a, __m512i b) {
   return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
 }
 
-static inline __m512i rdbpot16(__m512i x, __m512i e) {
+static inline __m512i rdbpot16(__m512i x, __m512i e, int away) {
   const __m512i one = _mm512_set1_epi32(1);
   const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
   const __m512i rem = _mm512_and_si512(x, mask);
-  const __m512i thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(x, 31));
+  __m512i thr = _mm512_srai_epi32(mask, 1);
+  if (away) thr = _mm512_add_epi32(thr, _mm512_srli_epi32(x, 31));
   __m512i r = _mm512_srav_epi32(x, e);
   return _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, one);
+}
+
+/* Single rounding: (x * m + 2^(t-1)) >> t in 64 bits, saturated to int32 (t = 31 - shift >= 1). */
+static inline __m512i single16(__m512i x, __m512i m, __m512i t) {
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i te = _mm512_and_si512(t, _mm512_set1_epi64(0xffffffff));
+  const __m512i to = _mm512_srli_epi64(t, 32);
+  __m512i pe = _mm512_mul_epi32(x, m);
+  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32));
+  pe = _mm512_srav_epi64(_mm512_add_epi64(pe, _mm512_sllv_epi64(one, _mm512_sub_epi64(te, one))), te);
+  po = _mm512_srav_epi64(_mm512_add_epi64(po, _mm512_sllv_epi64(one, _mm512_sub_epi64(to, one))), to);
+  const __m512i lo = _mm512_set1_epi64(INT32_MIN), hi = _mm512_set1_epi64(INT32_MAX);
+  pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo), hi);
+  po = _mm512_min_epi64(_mm512_max_epi64(po, lo), hi);
+  return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
 }
 
 /* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, nr lanes stored. */
 static inline void store_q8_16(const EdgeEpilogue* e, __m512i acc, int8_t* y, int n, int nr) {
   const __mmask16 lanes = (__mmask16)((1u << nr) - 1u);
   __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(lanes, e->bias_u8 + n));
-  v = _mm512_sllv_epi32(v, _mm512_maskz_loadu_epi32(lanes, e->lshift + n));
-  v = srdhm16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n));
-  v = rdbpot16(v, _mm512_maskz_loadu_epi32(lanes, e->rshift + n));
+  if (e->rmode == EDGE_ROUND_SINGLE) {
+    v = single16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n), _mm512_maskz_loadu_epi32(lanes, e->tshift + n));
+  } else {
+    v = _mm512_sllv_epi32(v, _mm512_maskz_loadu_epi32(lanes, e->lshift + n));
+    v = srdhm16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n));
+    v = rdbpot16(v, _mm512_maskz_loadu_epi32(lanes, e->rshift + n), e->rmode == EDGE_ROUND_DOUBLE_AWAY);
+  }
   v = _mm512_add_epi32(v, _mm512_set1_epi32(e->zp_out));
   v = _mm512_max_epi32(v, _mm512_set1_epi32(e->qmin));
   v = _mm512_min_epi32(v, _mm512_set1_epi32(e->qmax));

@@ -1,0 +1,187 @@
+"""The native sparse delegate against LiteRT's builtin reference kernels, on real converted models.
+
+int8 must equal the builtin kernels bit for bit; float32 within 1e-5 relative. Models are tiny and
+cached (test_delegate_models); hypothesis varies layouts, kernel ISA, threads, batch and inputs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_delegate_models import convnet, mlp, op_names
+
+import converters.delegate as cd
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+from converters import ConverterError
+
+ai = pytest.importorskip("ai_edge_litert.interpreter")
+
+CONVS = ((16, 3, 2, "same"), (32, 1, 1, "valid"), (20, 3, 1, "valid"), (24, 1, 1, "same"))
+
+# name -> builder arguments; each is converted once per session (the slow part).
+MODELS = {
+    "f32_16x1": lambda: mlp((40, 32, 10), 0.8, "16x1", "float32"),
+    "f32_csr_densify": lambda: mlp((40, 32, 10), 0.9, "unstructured", "float32", sparse_format=True),
+    "f32_1x4_v8": lambda: mlp((64, 48, 10), 0.8, "1x4", "float32", activation="relu6", sparse_format=True),
+    "i8_16x4": lambda: mlp((40, 33, 10), 0.8, "16x4", "int8"),
+    "i8_1x16_v8_zp": lambda: mlp((64, 48, 10), 0.8, "1x16", "int8", sparse_format=True, rep_range=(0.0, 1.0)),
+    "i8_csr_densify": lambda: mlp((30, 20, 7), 0.7, "unstructured", "int8", activation="relu6", sparse_format=True,
+                                  rep_range=(-3.0, 1.0)),
+    "i8_pertensor_n1to1": lambda: mlp((24, 20, 5), 0.6, "16x4", "int8", activation="relu_n1_to_1", use_bias=False,
+                                      per_tensor=True, rep_range=(-0.5, 2.0)),
+    "f32_conv_densify": lambda: convnet(9, 3, CONVS, 0.7, "16x1", "float32", sparse_format=True),
+    "i8_conv": lambda: convnet(9, 3, CONVS, 0.7, "16x4", "int8", rep_range=(-1.0, 0.5)),
+}
+REF = ai.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+def _input(it, batch: int, seed: int) -> np.ndarray:
+    d = it.get_input_details()[0]
+    shape = (batch, *d["shape"][1:])
+    rng = np.random.default_rng(seed)
+    if d["dtype"] == np.int8:
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    return rng.uniform(-1.5, 1.5, shape).astype(np.float32)
+
+
+def _run(it, x: np.ndarray) -> np.ndarray:
+    d = it.get_input_details()[0]
+    if tuple(d["shape"]) != x.shape:
+        it.resize_tensor_input(d["index"], list(x.shape))
+    it.allocate_tensors()
+    it.set_tensor(d["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+def _assert_same(got: np.ndarray, ref: np.ndarray) -> None:
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    if ref.dtype == np.int8:
+        np.testing.assert_array_equal(got, ref)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+
+
+def _reference(model: bytes, x: np.ndarray) -> np.ndarray:
+    return _run(ai.Interpreter(model_content=model, experimental_op_resolver_type=REF), x)
+
+
+def test_library_exports_only_the_plugin_symbols_and_abi_tag():
+    path = cd.library_path()
+    assert path.is_file() and path.parent.name == "delegate"
+    lib = ctypes.CDLL(str(path))
+    for sym in ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate", "edge_sparse_delegate_abi"):
+        assert hasattr(lib, sym)
+    for internal in ("edge_pack", "edge_sparse_decode", "edge_kernels_scalar", "delegate_prepare"):
+        assert not hasattr(lib, internal), f"{internal} leaked from the hidden-visibility build"
+    assert cd.abi_tag() == cd.ABI_VERSION
+
+
+@pytest.mark.parametrize("backend", ["litert", "tf"])
+def test_loads_from_both_apis_and_matches_reference(backend):
+    model = MODELS["i8_csr_densify"]()
+    x = _input(ai.Interpreter(model_content=model), 1, 0)
+    it = cd.interpreter(model, backend=backend)
+    _assert_same(_run(it, x), _reference(model, x))
+
+
+def test_int8_densify_model_that_xnnpack_rejects_runs_with_the_delegate():
+    model = MODELS["i8_csr_densify"]()
+    assert "DENSIFY" in op_names(model)
+    plain = ai.Interpreter(model_content=model)  # default resolver: XNNPACK
+    with pytest.raises(RuntimeError, match="XNNPack|FULLY_CONNECTED"):
+        plain.allocate_tensors()
+    x = _input(plain, 3, 1)
+    it = cd.interpreter(model)  # the delegate takes FC + DENSIFY first; XNNPACK the rest
+    _assert_same(_run(it, x), _reference(model, x))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_is_claimed_and_exact(name, capfd):
+    model = MODELS[name]()
+    x = _input(ai.Interpreter(model_content=model), 2, 3)
+    it = cd.interpreter(model, options={"verbose": True, "min_sparsity": 0.3})
+    got = _run(it, x)
+    err = capfd.readouterr().err
+    ops = op_names(model)
+    summary = [line for line in err.splitlines() if " FULLY_CONNECTED and " in line][-1]
+    assert f"claimed {ops.count('FULLY_CONNECTED')} FULLY_CONNECTED and {ops.count('CONV_2D')} CONV_2D" in summary
+    assert "declined" not in err
+    _assert_same(got, _reference(model, x))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(MODELS)),
+    batch=st.integers(1, 6),
+    layouts=st.sampled_from(["auto", "dense", "csr", "1x16", "16x1", "16x4", "dense,16x4", "csr,1x16"]),
+    isa=st.sampled_from(["auto", "scalar", "avx2"]),
+    threads=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_layouts_isas_threads_batches_match_reference(name, batch, layouts, isa, threads, seed):
+    model = MODELS[name]()
+    x = _input(ai.Interpreter(model_content=model), batch, seed)
+    it = cd.interpreter(model, options={"layouts": layouts, "isa": isa, "num_threads": threads, "min_sparsity": 0},
+                        num_threads=threads)
+    _assert_same(_run(it, x), _reference(model, x))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n.startswith("i8_")])
+def test_reference_rounding_matches_builtin_ref_kernels_and_xnnpack(name):
+    """rounding=reference reproduces the BUILTIN_REF kernels (and XNNPACK on dense FC) bit for bit."""
+    model = MODELS[name]()
+    x = _input(ai.Interpreter(model_content=model), 4, 11)
+    got = _run(cd.interpreter(model, options={"rounding": "reference", "min_sparsity": 0}), x)
+    ref = _run(ai.Interpreter(model_content=model, experimental_op_resolver_type=ai.OpResolverType.BUILTIN_REF), x)
+    _assert_same(got, ref)
+    if "FULLY_CONNECTED" in op_names(model) and "DENSIFY" not in op_names(model) and "v8" not in name:
+        _assert_same(got, _run(ai.Interpreter(model_content=model), x))  # XNNPACK
+
+
+def test_dense_enough_weights_are_declined_and_left_to_xnnpack(capfd):
+    model = MODELS["f32_16x1"]()
+    x = _input(ai.Interpreter(model_content=model), 1, 5)
+    it = cd.interpreter(model, options={"verbose": "true", "min_sparsity": 0.95})
+    got = _run(it, x)
+    err = capfd.readouterr().err
+    assert "declined: sparsity 0.800 < min_sparsity 0.950" in err and "claimed 0 FULLY_CONNECTED" in err
+    _assert_same(got, _reference(model, x))
+
+
+def test_abi_mismatch_is_refused_by_the_library_and_by_the_helper(monkeypatch):
+    with pytest.raises(ValueError, match="built for ABI"):
+        ai.load_delegate(str(cd.library_path()), {"abi_version": "litert-9.9.9/1"})
+    monkeypatch.setattr(cd, "ABI_VERSION", "litert-9.9.9/1")
+    with pytest.raises(ConverterError, match="built for ABI 'litert-2.3.0/1'.*rebuild") as exc:
+        cd.load()
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"bogus": 1}, "sparse delegate option"),
+        ({"layouts": "2x2"}, "sparse delegate layout"),
+        ({"min_sparsity": "lots"}, "min_sparsity must be a number"),
+        ({"num_threads": -3}, "num_threads must be an integer"),
+        ({"isa": "sse9"}, "isa must be"),
+        ({"rounding": "banker"}, "rounding must be builtin or reference"),
+    ],
+)
+def test_bad_options_are_one_line_converter_errors(options, match):
+    with pytest.raises(ConverterError, match=match) as exc:
+        cd.load(options)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_backend_and_missing_library(monkeypatch, tmp_path):
+    with pytest.raises(ConverterError, match="delegate backend"):
+        cd.load(backend="onnx")
+    monkeypatch.setattr(cd, "__file__", str(tmp_path / "__init__.py"))
+    with pytest.raises(ConverterError, match="not built.*pip install"):
+        cd.library_path()

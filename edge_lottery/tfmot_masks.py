@@ -315,7 +315,10 @@ def restore(model: Any, snap: Mapping[str, np.ndarray], *, masks_too: bool = Fal
     """Assign a :func:`snapshot` back (BatchNorm statistics included), then re-apply the masks.
 
     ``masks_too`` also restores the masks saved with ``snapshot(..., masks=True)``; otherwise the
-    model keeps its current masks and the restored weights are multiplied by them.
+    model keeps its current masks and the restored weights are multiplied by them. So when the
+    next masks are not nested in the current ones (a random control, another branch), call
+    :func:`set_masks` with them *before* ``restore``; restoring first would zero, under the stale
+    masks, weights the new masks keep.
     """
     _check_model(model)
     variables = _all_variables(model)

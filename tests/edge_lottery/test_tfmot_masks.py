@@ -242,6 +242,20 @@ def test_restore_masks_too_and_errors():
         T.restore(wrapped, T.snapshot(wrapped), masks_too=True)
 
 
+def test_switching_to_non_nested_masks_sets_masks_before_restore():
+    model = dense_model()
+    theta0 = T.snapshot(model)
+    wrapped = T.wrap_for_masks(model)
+    ticket = half_masks(wrapped)
+    control = M.random_masks_like(ticket, "unstructured", np.random.default_rng(0))
+    T.set_masks(wrapped, ticket)
+    T.set_masks(wrapped, control)  # the documented order: new masks first, then rewind
+    T.restore(wrapped, theta0)
+    now = T.snapshot(wrapped)
+    for key, m in control.items():
+        np.testing.assert_array_equal(now[key], theta0[key] * m)
+
+
 @pytest.mark.parametrize("suffix", ["ckpt", "weights.h5"])
 def test_save_load_weights_round_trips_masks(tmp_path, suffix):
     wrapped = T.wrap_for_masks(conv_model())

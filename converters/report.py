@@ -149,9 +149,13 @@ def print_table(report: PackReport, console: Any = None) -> None:
         print(plain_table(report))
         return
     console = console or Console()
+    if not console.is_terminal:  # pipes and logs get the fixed-width text, never wrapped cells
+        console.print(plain_table(report), highlight=False, soft_wrap=True)
+        return
     table = Table(title=f"packed with {report.method}")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("original", "packed", "entropy", "tables", "ratio") else "left")
+        table.add_column(col, justify="right" if col in ("original", "packed", "entropy", "tables", "ratio") else "left",
+                         no_wrap=col != "note", overflow="ellipsis")
     for r in rows(report):
         table.add_row(*r)
     console.print(table)

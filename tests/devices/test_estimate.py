@@ -117,3 +117,15 @@ def test_not_a_tflite_file_is_rejected(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(DeviceError, match="TFL3"):
         read_model(bad.read_bytes())
+
+
+def test_mac_count_of_ds_cnn_matches_the_mlperf_tiny_paper(tmp_path):
+    """kws01 DS-CNN on 49x10 MFCCs: ~2.7 M MACs in the MLPerf Tiny paper."""
+    import tensorflow as tf
+
+    from edge_lottery.models import build_model
+
+    model = build_model("ds_cnn", (49, 10, 1), 12, seed=0)
+    flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    macs = sum(o.macs for o in count_operations(flat))
+    assert macs == pytest.approx(2.7e6, rel=0.03)

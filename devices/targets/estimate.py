@@ -294,6 +294,9 @@ class EstimateTarget:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise DeviceError(expected("model", "an existing .tflite file", str(model_path)))
+        if settings.mode == "accuracy":
+            raise DeviceError("the estimate target cannot measure accuracy; use --target host or tflm with "
+                              "--mode accuracy --inputs NPZ")
         profile = self.profile
         if "clock_mhz" in settings.extra:
             profile = profile.with_clock(float(settings.extra["clock_mhz"]))

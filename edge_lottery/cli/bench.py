@@ -23,10 +23,9 @@ class BenchGroup(click.Group):
     """A group that treats anything that is not a subcommand as arguments of ``run``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # No arguments: click shows the group's help (which lists the measuring options too).
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [DEFAULT_COMMAND, *args]
-        elif not args:
-            args = [DEFAULT_COMMAND]
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -97,6 +96,7 @@ def run_command(models: tuple[Path, ...], targets: tuple[str, ...], runs: int, w
     if not models:
         raise click.UsageError("give at least one MODEL (.tflite), or --list-profiles")
     from devices import DeviceError
+    from devices.environment import host_environment
     from devices.records import append_jsonl, failed_record
     from devices.settings import BenchSettings
     from devices.targets import get_target
@@ -125,7 +125,8 @@ def run_command(models: tuple[Path, ...], targets: tuple[str, ...], runs: int, w
             except DeviceError as exc:
                 failures += 1
                 click.echo(f"Error: {model} on {spec}: {exc}", err=True)
-                records = [failed_record(model, getattr(target, "name", spec), settings.to_json(), {}, str(exc))]
+                records = [failed_record(model, getattr(target, "name", spec), settings.to_json(),
+                                         host_environment(), str(exc))]
             if json_path is not None:
                 append_jsonl(json_path, records)
             done.extend(records)

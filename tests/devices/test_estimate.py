@@ -129,3 +129,11 @@ def test_mac_count_of_ds_cnn_matches_the_mlperf_tiny_paper(tmp_path):
     flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     macs = sum(o.macs for o in count_operations(flat))
     assert macs == pytest.approx(2.7e6, rel=0.03)
+
+
+def test_accuracy_mode_is_refused_by_the_estimate(tmp_path):
+    np = pytest.importorskip("numpy")
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2))
+    with pytest.raises(DeviceError, match="cannot measure accuracy"):
+        make_target("cortex-m4-80mhz").run(tiny_model("conv"), BenchSettings(mode="accuracy",
+                                                                              inputs=str(tmp_path / "d.npz")))

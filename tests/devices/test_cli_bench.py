@@ -99,3 +99,33 @@ def test_help_and_list_profiles():
     result = _bench("--list-profiles")
     assert result.exit_code == 0
     assert "cortex-m4-80mhz" in result.output and "raspberry-pi-4" in result.output
+
+
+def test_ctrl_c_keeps_records_already_measured(tmp_path):
+    """SIGINT while the second target measures: the first record is on disk, exit code 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "edge_lottery", "bench", str(tiny_model("conv", True)),
+           "-t", "estimate:cortex-m4-80mhz", "-t", "host", "--runs", "100000000", "--timeout", "600",
+           "--json", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_text().count("\n") >= 1):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the estimate record never appeared"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the host worker is now running its long loop
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Interrupted" in err
+    records = read_jsonl(out)
+    assert [r.target for r in records] == ["estimate:cortex-m4-80mhz"]

@@ -6,7 +6,9 @@ Dense-only int8 model whose weight is big enough to be worth packing for TFLite-
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,7 +22,9 @@ DENSE_MACS = 64 * 32 + 32 * 10
 
 @functools.lru_cache(maxsize=1)
 def _dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="edge-lottery-bench-models-"))
+    path = Path(tempfile.mkdtemp(prefix="edge-lottery-bench-models-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _keras_conv():

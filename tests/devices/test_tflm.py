@@ -99,3 +99,18 @@ def test_arena_option_too_small_names_the_minimum():
 def test_energy_mode_is_refused():
     with pytest.raises(DeviceError, match="cannot measure energy"):
         TflmTarget().run(tiny_model("conv", True), BenchSettings(mode="energy"))
+
+
+def test_accuracy_mode_agrees_with_litert_predictions(tmp_path):
+    path = tiny_model("conv", True)
+    interp = make_interpreter(path, delegate="none")
+    rng = np.random.default_rng(1)
+    x = rng.random((12, 8, 8, 1), dtype=np.float32)
+    settings = BenchSettings(mode="accuracy", inputs=str(tmp_path / "d.npz"))
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(12))
+    samples, _ = make_inputs(interp.get_input_details(), settings, 12)
+    y = np.array([np.argmax(invoke(interp, s)[0]) for s in samples])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    record = TflmTarget().run(path, settings)[0]
+    assert record.figure("accuracy_top1").value >= 11 / 12  # TFLM may differ by one step from LiteRT
+    assert record.figure("accuracy_top1").note == "n=12"

@@ -201,13 +201,17 @@ class ModelRunner:
         q = o["quantization_parameters"]
         self._out_scale = float(q["scales"][0]) if len(q["scales"]) else 0.0
         self._out_zp = int(q["zero_points"][0]) if len(q["zero_points"]) else 0
+        self._input = np.zeros(self.input_shape, dtype=self.input_dtype)
 
     def load(self, data: bytes) -> None:
         buf = bytes(data[: self.input_bytes]).ljust(self.input_bytes, b"\0")
-        arr = np.frombuffer(buf, dtype=self.input_dtype).reshape(self.input_shape)
-        self.interpreter.set_input(arr, 0)
+        self._input = np.frombuffer(buf, dtype=self.input_dtype).reshape(self.input_shape)
 
     def infer(self) -> None:
+        # TFLM's memory planner may reuse the input tensor's arena bytes for intermediate tensors,
+        # so a second invoke() without set_input() computes on clobbered input. Like a port whose
+        # th_infer() copies the db buffer in, the input is set before every inference.
+        self.interpreter.set_input(self._input, 0)
         self.interpreter.invoke()
 
     def scores(self) -> list[float]:

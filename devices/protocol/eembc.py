@@ -93,7 +93,9 @@ def open_stream(url: str, baudrate: int = 115200, *, what: str = "device") -> An
             "the serial target needs pyserial; install it with `pip install edge-lottery[serial]`"
         ) from exc
     try:
-        stream = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=5.0)
+        # A device path is locked (flock) so two benches never share a board; URLs cannot be.
+        extra = {} if "://" in url else {"exclusive": True}
+        stream = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=5.0, **extra)
     except serial.SerialException as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         low = msg.lower()
@@ -257,7 +259,7 @@ class EembcHost:
 
     def _read_line(self, deadline_s: float, *, inactivity: bool = True) -> str | None:
         """Next complete line, or None when nothing arrived within the (inactivity) timeout."""
-        last_activity = time.monotonic()
+        last_activity = started = time.monotonic()
         while True:
             idx = self._buf.find(b"\n")
             if idx >= 0:
@@ -266,8 +268,8 @@ class EembcHost:
                 self._note("<", raw)
                 return raw
             now = time.monotonic()
-            if now - last_activity > deadline_s:
-                return None
+            if now - last_activity > deadline_s or now - started > 4 * deadline_s + 1.0:
+                return None  # silence, or bytes that never form a line
             try:
                 waiting = self.stream.in_waiting
                 chunk = self.stream.read(max(1, min(waiting, 65536)))
@@ -313,8 +315,9 @@ class EembcHost:
         lines: list[tr.Line] = []
         noise: list[str] = []
         reset = False
+        progress = time.monotonic()  # last protocol line; chatter that is not the protocol does not count
         while True:
-            raw = self._read_line(timeout)
+            raw = self._read_line(max(0.0, timeout - (time.monotonic() - progress)) + 1e-3)
             if raw is None:
                 last = lines[-1].text if lines else (noise[-1] if noise else "nothing")
                 raise DeviceTimeout(
@@ -323,10 +326,16 @@ class EembcHost:
                     f"baud rate, or raise --timeout"
                 )
             line = tr.classify(raw)
-            if line.kind in ("garbage", "empty"):
-                if line.kind == "garbage":
+            if line.kind in ("garbage", "empty", "text") and cmd != "help":
+                if line.kind != "empty":
                     noise.append(raw)
+                if time.monotonic() - progress > timeout:
+                    raise DeviceTimeout(
+                        f"{self.port} sent only non-protocol text for {timeout:g} s after '{_short(cmd)}%' "
+                        f"(e.g. {raw[:40]!r}); check that the board runs the MLPerf Tiny firmware at this baud rate"
+                    )
                 continue
+            progress = time.monotonic()
             if line.kind in ("init_done", "timestamp_mode"):
                 reset = True
                 if line.kind == "timestamp_mode":
@@ -473,9 +482,15 @@ class EembcHost:
         """Download + infer as one idempotent unit, retried after a reset, a stall or bad bytes."""
         problems: list[str] = []
         for attempt in range(self.retries + 1):
-            try:
-                if attempt:
+            if attempt:
+                try:
                     self.sync()
+                except DeviceError as exc:
+                    raise DeviceError(
+                        f"{self.port} stopped answering during a window ({problems[-1]}); resynchronising "
+                        f"with 'name%' failed too; power-cycle or reflash the board and retry"
+                    ) from exc
+            try:
                 self.download(data)
                 if before_infer is not None:
                     before_infer()

@@ -56,10 +56,11 @@ def print_result(result: Any, *, title: str) -> None:
     best = result.best
     console.print(
         f"best ticket: level {best.level}, {100 * best.density:.2f} % of weights left, "
-        f"test accuracy {_fmt(best.test_accuracy)} (dense {_fmt(result.levels[0].test_accuracy)})"
+        f"test accuracy {_fmt(best.test_accuracy)} (dense {_fmt(result.levels[0].test_accuracy)})",
+        soft_wrap=True,
     )
-    console.print(f"work directory: {result.work_dir}")
-    console.print(f"plot: {Path(result.work_dir) / 'accuracy_vs_density.png'}")
+    console.print(f"work directory: {result.work_dir}", soft_wrap=True, highlight=False)
+    console.print(f"plot: {Path(result.work_dir) / 'accuracy_vs_density.png'}", soft_wrap=True, highlight=False)
 
 
 def _fmt(acc: float | None) -> str:

@@ -1,0 +1,80 @@
+"""``edge-lottery search`` / ``demo``: one-line errors for bad input, and a real small search."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_lottery import masks as masks_lib
+from edge_lottery.cli import main
+
+BASE = ["search", "--model", "lenet_300_100", "--dataset", "digits", "--levels", "1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--prune-fraction", "1.5"], "prune_fraction: expected a number in (0, 1), received 1.5"),
+        (["--prune-fraction", "lots"], "--prune-fraction: expected a number, received 'lots'"),
+        (["--rewind", "back"], "rewind: expected one of weights, lr, finetune, received 'back'"),
+        (["--pattern", "4:8"], "pattern: expected one of unstructured"),
+        (["--scope", "local"], "scope: expected one of global, layerwise"),
+        (["--controls", "reinit,bogus"], "controls: expected one of reinit, random_prune, received 'bogus'"),
+        (["--rewind-step", "-3"], "rewind_step"),
+        (["--target-sparsity", "0.5"], "not both"),
+        (["--epochs", "2", "--iterations", "10"], "not both"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(tmp_path, args, fragment):
+    result = CliRunner().invoke(main, [*BASE, "--out", str(tmp_path / "w"), *args])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("Error: "), result.output
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_names_and_stopping_rule_in_a_real_process(tmp_path):
+    cases = [
+        (["search", "--model", "resnet9000", "--dataset", "digits", "--levels", "1"], "one of lenet_300_100"),
+        (["search", "--model", "lenet_300_100", "--dataset", "cifar", "--levels", "1"], "one of digits"),
+        (["search", "--model", "lenet_300_100", "--dataset", "digits"], "--levels N or --target-sparsity S"),
+        (["search", "--model", "lenet_300_100", "--dataset", "digits", "--levels", "1", "--pattern", "block16x1",
+          "--prune-output"], "at least one full block"),
+    ]
+    for args, fragment in cases:
+        proc = subprocess.run([sys.executable, "-m", "edge_lottery", *args, "--out", str(tmp_path / "w")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_search_command_runs_and_prints_the_table(tmp_path):
+    out = tmp_path / "cli"
+    summary_copy = tmp_path / "summary.json"
+    args = [*BASE, "--epochs", "1", "--pattern", "block16x1", "--keep-output", "--no-jit", "--prune-fraction", "0.25",
+            "--controls", "reinit", "--seed", "3", "--out", str(out), "--json", str(summary_copy)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "best ticket: level" in result.output and "accuracy_vs_density.png" in result.output
+    assert "reinit" in result.output
+    summary = json.loads(summary_copy.read_text())
+    assert summary["config"]["seed"] == 3 and summary["config"]["pattern"] == "block16x1"
+    assert [(r["level"], r["branch"]) for r in summary["levels"]] == [(0, "ticket"), (1, "ticket"), (1, "reinit")]
+    with np.load(out / "level_1" / "masks.npz") as z:
+        masks = {k: z[k] for k in z.files}
+    assert set(masks) == {"fc1/kernel", "fc2/kernel"}
+    assert all(masks_lib.is_block_pattern(m, "block16x1") for m in masks.values())
+    assert masks_lib.density(masks) == pytest.approx(0.75, abs=0.01)
+    # the same command again is a no-op that prints the same table
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "best ticket: level" in again.output

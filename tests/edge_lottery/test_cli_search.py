@@ -78,3 +78,15 @@ def test_search_command_runs_and_prints_the_table(tmp_path):
     # the same command again is a no-op that prints the same table
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "best ticket: level" in again.output
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "best ticket: level" in result.output
+    summary = json.loads((tmp_path / "demo" / "search" / "summary.json").read_text())
+    dense = next(r for r in summary["levels"] if r["level"] == 0)
+    assert dense["test_accuracy"] > 0.95
+    assert {r["branch"] for r in summary["levels"]} == {"ticket", "reinit"}
+    assert (tmp_path / "demo" / "search" / "accuracy_vs_density.png").is_file()

@@ -228,25 +228,6 @@ def test_foreign_changed_or_corrupted_work_dirs_are_refused(main_run, tmp_path):
     assert _tree_state(corrupt) == before
 
 
-def test_weight_rewinding_to_init_k0(tmp_path):
-    rec = StartWeights()
-    lts = LotteryTicketSearch("lenet_300_100", "digits", work_dir=tmp_path / "w", callbacks=[rec], levels=1,
-                              epochs=1, rewind_step=0, **FAST)
-    lts.run()
-    theta, k = _theta_k(tmp_path / "w")
-    assert k == 0
-    from edge_lottery import tfmot_masks
-    from edge_lottery.models import build_model
-
-    init = tfmot_masks.snapshot(build_model("lenet_300_100", lts.dataset.input_shape, 10, seed=0))
-    assert all(np.array_equal(theta[key], init[key]) for key in init)
-    masks, _ = _level(tmp_path / "w", 1)
-    start = rec.starts[("ticket", 1)]
-    for key in init:
-        expect = init[key] * masks[key] if key in masks else init[key]
-        assert np.array_equal(start[key], expect), key
-
-
 def test_learning_rate_rewinding_starts_from_trained_weights(tmp_path):
     rec = StartWeights()
     work = tmp_path / "lr"
@@ -267,16 +248,32 @@ def test_learning_rate_rewinding_starts_from_trained_weights(tmp_path):
         assert abs(mask.sum() - expect) <= 2, key
 
 
-def test_block_pattern_masks_are_blocks(tmp_path):
+def test_block_pattern_and_rewinding_to_init_k0(tmp_path):
+    rec = StartWeights()
     work = tmp_path / "blocks"
-    LotteryTicketSearch("lenet_300_100", "digits", work_dir=work, levels=2, epochs=1, pattern="block16x1",
-                        keep_output=True, **FAST).run()
+    lts = LotteryTicketSearch("lenet_300_100", "digits", work_dir=work, callbacks=[rec], levels=2, epochs=1,
+                              pattern="block16x1", keep_output=True, rewind_step=0, **FAST)
+    lts.run()
     masks, weights = _level(work, 2)
     assert "output/kernel" not in masks  # kept dense: not wrapped at all
     for key, mask in masks.items():
         assert masks_lib.is_block_pattern(mask, "block16x1"), key
         assert np.all(weights[key][mask == 0] == 0)
     assert masks_lib.density(masks) == pytest.approx(0.64, abs=0.01)
+    # k = 0: the rewind point is the initialisation, and every level starts from it bit for bit.
+    theta, k = _theta_k(work)
+    assert k == 0
+    from edge_lottery import tfmot_masks
+    from edge_lottery.models import build_model
+
+    init = tfmot_masks.snapshot(build_model("lenet_300_100", lts.dataset.input_shape, 10, seed=0))
+    assert all(np.array_equal(theta[key], init[key]) for key in init)
+    for level in (1, 2):
+        masks, _ = _level(work, level)
+        start = rec.starts[("ticket", level)]
+        for key in init:
+            expect = init[key] * masks[key] if key in masks else init[key]
+            assert np.array_equal(start[key], expect), (level, key)
 
 
 def test_user_keras_model_and_array_dataset(tmp_path):

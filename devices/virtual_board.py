@@ -38,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Faults", "PowerSim", "VirtualBoard", "Lpm01aEmulator", "ModelRunner", "main"]
+__all__ = ["VIRTUAL_VENDOR", "Faults", "PowerSim", "VirtualBoard", "Lpm01aEmulator", "ModelRunner", "main"]
 
 CMD_SIZE = 80
+#: The vendor string the board reports in ``m-name-dut-[...]``: records can tell it from hardware.
+VIRTUAL_VENDOR = "edge-lottery-virtual-board"
 MAX_DB = 96 * 96 * 3
 PROFILE = "ULPMark for tinyML Firmware V0.0.1"
 
@@ -415,7 +417,7 @@ class Faults:
 class VirtualBoard:
     """The DUT. ``serve(tcp=PORT)`` or ``serve()`` (pty) returns the address to connect to."""
 
-    def __init__(self, model: bytes | str | os.PathLike, *, energy: bool = False, vendor: str = "edge-lottery",
+    def __init__(self, model: bytes | str | os.PathLike, *, energy: bool = False, vendor: str = VIRTUAL_VENDOR,
                  benchmark: str = "ic01", seed: int = 0, faults: Faults | None = None,
                  sim_inference_us: float = 1000.0, baud_sim: int = 9600):
         if not isinstance(model, bytes | bytearray):

@@ -1,6 +1,6 @@
 """Power monitors for energy mode: one :class:`PowerTrace` interface, one adapter per instrument.
 
-``open_instrument(spec)`` turns ``--extra instrument=SPEC`` into an adapter:
+``open_instrument(spec)`` turns ``--option instrument=SPEC`` into an adapter:
 
 - ``lpm01a:PORT[,volt=1800,freq=1k]`` - ST LPM01A PowerShield (serial ASCII, no extra package);
 - ``ppk2:PORT[,volt=1800,pin=0]`` - Nordic PPK2 (serial binary, no extra package);

@@ -1,7 +1,7 @@
 """The android target: LiteRT's ``benchmark_model`` on a phone over adb.
 
 ``android`` (the one attached device) or ``android:SERIAL``. The user provides the
-``benchmark_model`` binary for the phone's ABI with ``--extra benchmark_model=PATH`` (no wheel
+``benchmark_model`` binary for the phone's ABI with ``--option benchmark_model=PATH`` (no wheel
 ships it; docs/devices-remote.md says where to get one). The binary and the model are pushed to
 ``/data/local/tmp/edge_lottery``, run with the thread and delegate flags, and the run's log is
 pulled back and parsed (:mod:`devices.android.benchmark_output`).
@@ -72,12 +72,12 @@ class AndroidTarget:
         binary = settings.extra.get("benchmark_model")
         if not binary:
             raise DeviceError("the android target needs a benchmark_model binary for the phone: add "
-                              "--extra benchmark_model=PATH (see docs/devices-remote.md)")
+                              "--option benchmark_model=PATH (see docs/devices-remote.md)")
         if not Path(binary).is_file():
-            raise DeviceError(expected("--extra benchmark_model", "an existing binary file", binary))
+            raise DeviceError(expected("--option benchmark_model", "an existing binary file", binary))
         power_mode = settings.extra.get("power", "auto")
         if power_mode not in ("auto", "off"):
-            raise DeviceError(expected("--extra power", "auto | off", power_mode))
+            raise DeviceError(expected("--option power", "auto | off", power_mode))
         digest = model_sha256(model_path)
         remote_model = f"{adb.REMOTE_DIR}/model_{digest[:12]}.tflite"
         flags = benchmark_flags(settings, remote_model)
@@ -91,7 +91,7 @@ class AndroidTarget:
         adb.push(device, Path(binary), f"{adb.REMOTE_DIR}/benchmark_model", mode=0o755)
         adb.push(device, model_path, remote_model)
 
-        power_note, perfetto_pid = "off (--extra power=off)", None
+        power_note, perfetto_pid = "off (--option power=off)", None
         if power_mode == "auto":
             adb.push(device, PERFETTO_CONFIG.encode(), f"{adb.REMOTE_DIR}/power.cfg")
             r = adb.shell(device, f"perfetto --background --txt -c {adb.REMOTE_DIR}/power.cfg -o {TRACE_PATH}",
@@ -120,7 +120,7 @@ class AndroidTarget:
         try:
             avg_us = parsed.require_timing()
         except OutputError as exc:
-            raise DeviceError(f"{exc} on {device.serial}; is --extra benchmark_model really LiteRT's "
+            raise DeviceError(f"{exc} on {device.serial}; is --option benchmark_model really LiteRT's "
                               f"benchmark_model?") from None
 
         figures = self._figures(parsed, avg_us, settings)

@@ -22,6 +22,7 @@ from devices.environment import host_environment
 from devices.protocol import eembc
 from devices.records import BenchRecord, Figure, latency_figures, model_sha256
 from devices.settings import BenchSettings
+from devices.virtual_board import VIRTUAL_VENDOR
 from edge_lottery.errors import expected
 
 __all__ = ["SerialTarget", "make_target"]
@@ -32,9 +33,9 @@ def _int(settings: BenchSettings, key: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise DeviceError(expected(f"--extra {key}", f"an integer >= {minimum}", raw)) from None
+        raise DeviceError(expected(f"--option {key}", f"an integer >= {minimum}", raw)) from None
     if value < minimum:
-        raise DeviceError(expected(f"--extra {key}", f"an integer >= {minimum}", raw))
+        raise DeviceError(expected(f"--option {key}", f"an integer >= {minimum}", raw))
     return value
 
 
@@ -70,7 +71,7 @@ class SerialTarget:
                                chunk_bytes=_int(settings, "chunk", 31, 1) if chunk else None)
         if chunk and not 1 <= host.chunk_bytes <= 37:  # 3 + 2*37 + 1 = 78 characters < 80
             host.close()
-            raise DeviceError(expected("--extra chunk", "1..37 bytes per db line (80-character buffer)", chunk))
+            raise DeviceError(expected("--option chunk", "1..37 bytes per db line (80-character buffer)", chunk))
         return host
 
     def run(self, model_path: Path, settings: BenchSettings) -> list[BenchRecord]:
@@ -83,7 +84,7 @@ class SerialTarget:
         if settings.mode == "energy":
             spec = settings.extra.get("instrument")
             if not spec:
-                raise DeviceError("energy mode needs a power monitor: add --extra instrument=lpm01a:PORT "
+                raise DeviceError("energy mode needs a power monitor: add --option instrument=lpm01a:PORT "
                                   "(or ppk2:PORT, joulescope); see docs/devices-remote.md")
             from devices.instruments import open_instrument
 
@@ -136,11 +137,15 @@ class SerialTarget:
                 note = f"{instrument.name}: energy between the last two timestamp edges / N, median of {windows}"
                 if en.notes:
                     note += "; " + "; ".join(en.notes)
-                figures.append(Figure("energy_per_inference", en.median_per_inference_j * 1e6, "uJ", "measured", note))
-                figures.append(Figure("power_mean", en.average_power_w * 1e3, "mW", "measured",
+                # The virtual board's power trace and clock are simulated: never pass them off as measured.
+                kind = "estimated" if identity.vendor == VIRTUAL_VENDOR else "measured"
+                if kind == "estimated":
+                    note = "simulated by the virtual board; " + note
+                figures.append(Figure("energy_per_inference", en.median_per_inference_j * 1e6, "uJ", kind, note))
+                figures.append(Figure("power_mean", en.average_power_w * 1e3, "mW", kind,
                                       "energy / time between the timestamp edges"))
                 lat = [s / settings.runs for s in en.window_s]
-                figures.extend(latency_figures(lat, note="from the monitor's edge times / N"))
+                figures.extend(latency_figures(lat, kind=kind, note="from the monitor's edge times / N"))
             if host.resets:
                 env["device"]["resets_during_run"] = host.resets
         finally:

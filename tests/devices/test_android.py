@@ -194,7 +194,7 @@ def test_delegate_failure_and_argument_errors(tmp_path, model_path, fake_binary)
     with AdbStandin(tmp_path / "device", {"EMU01": "device"}) as adbd:
         with pytest.raises(DeviceError, match="Failed to apply GPU delegate"):
             bench(adbd.port, model_path, fake_binary, delegate="gpu", extra={"power": "off"})
-        with pytest.raises(DeviceError, match="--extra benchmark_model=PATH"):
+        with pytest.raises(DeviceError, match="--option benchmark_model=PATH"):
             get_target("android").run(model_path, BenchSettings(extra={"adb_port": str(adbd.port)}))
         with pytest.raises(DeviceError, match="delegate for android"):
             bench(adbd.port, model_path, fake_binary, delegate="sparse")

@@ -69,7 +69,7 @@ def test_errors_keep_the_session_in_step(model):
             host.infer(0, 0)
         with pytest.raises(eembc.ProtocolError, match="must be >0"):
             host.command("db load 0")
-        assert host.sync() == ("dut", "edge-lottery")  # replies are not shifted
+        assert host.sync() == ("dut", "edge-lottery-virtual-board")  # replies are not shifted
         with pytest.raises(DeviceError, match="1..27648"):
             host.download(b"")
 

@@ -63,14 +63,15 @@ def test_energy_record_with_lpm01a(model_path):
                                  extra={"windows": "3", "instrument": f"lpm01a:{monitor},freq=10k"})
         (rec,) = get_target(f"serial:{addr}").run(model_path, settings)
     e = rec.figure("energy_per_inference")
-    assert e.kind == "measured" and e.unit == "uJ"
+    assert e.kind == "estimated" and e.unit == "uJ"  # the virtual board's trace is simulated, never "measured"
+    assert e.note.startswith("simulated by the virtual board")
     assert e.value == pytest.approx(9.0, rel=0.03)  # 5 mA x 1.8 V x 1 ms, +-2 % jitter
     assert "lpm01a" in e.note and rec.environment["device"]["instrument"].startswith("lpm01a:")
     assert rec.figure("latency_p50").value == pytest.approx(1.0, rel=0.01)  # edges / N, in ms
 
 
 def test_energy_mode_needs_an_instrument(model_path):
-    with pytest.raises(DeviceError, match="--extra instrument=lpm01a:PORT"):
+    with pytest.raises(DeviceError, match="--option instrument=lpm01a:PORT"):
         get_target("serial:/dev/null").run(model_path, BenchSettings(mode="energy"))
 
 

@@ -44,7 +44,7 @@ def test_upstream_reply_formats(model):
         time.sleep(0.1)
         s.reset_input_buffer()
         s.write(b"name%")
-        assert read_until_ready(s) == ["m-name-dut-[edge-lottery]", "m-ready"]
+        assert read_until_ready(s) == ["m-name-dut-[edge-lottery-virtual-board]", "m-ready"]
         s.write(b"timestamp%")
         lines = read_until_ready(s)
         assert re.fullmatch(r"m-lap-us-\d+", lines[0]) and lines[-1] == "m-ready"
@@ -115,7 +115,7 @@ def test_module_entry_point_prints_address(tmp_path, model):
         m = re.fullmatch(r"dut: (socket://127\.0\.0\.1:\d+)", line)
         assert m, line
         host = eembc.EembcHost.open(m.group(1), timeout_s=5.0)
-        assert host.sync() == ("dut", "edge-lottery")
+        assert host.sync() == ("dut", "edge-lottery-virtual-board")
         host.close()
     finally:
         proc.terminate()

@@ -140,7 +140,9 @@ static void* load_weights(EdgeContext* ctx, const OpSpec* s, char* why, size_t w
 static int check_int8_quant(const EdgeContext* ctx, const OpSpec* s, char* why, size_t whylen) {
   const EdgeTensor* in = &ctx->tensors[s->in_t];
   const EdgeTensor* out = &ctx->tensors[s->out_t];
-  const EdgeTensor* wt = &ctx->tensors[s->w_src_t];
+  /* the FC/CONV's own weight input (a DENSIFY output when there is one) carries the quantization
+   * the builtin kernel would use */
+  const EdgeTensor* wt = &ctx->tensors[s->w_shape_t];
   if (wt->quantization.type != eQuantAffine || !wt->quantization.params) DECLINE("int8 weights without affine quantization");
   const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)wt->quantization.params;
   if (!q->scale || (q->scale->size != 1 && q->scale->size != s->N)) DECLINE("weight scales: %d", q->scale ? q->scale->size : -1);
@@ -361,7 +363,7 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding)
   if (!op->bias_s8 || !op->bias_u8 || !op->mult || !op->lshift || !op->rshift || !op->tshift) return -1;
   const EdgeTensor* in = &ctx->tensors[s->in_t];
   const EdgeTensor* out = &ctx->tensors[s->out_t];
-  const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)ctx->tensors[s->w_src_t].quantization.params;
+  const EdgeAffineQuantization* q = (const EdgeAffineQuantization*)ctx->tensors[s->w_shape_t].quantization.params;
   const int32_t* bias = s->bias_t >= 0 ? (const int32_t*)ctx->tensors[s->bias_t].data : NULL;
   const int32_t zp_in = in->params.zero_point;
   const int8_t* w8 = (const int8_t*)w;

@@ -112,6 +112,9 @@ int edge_sparse_decode(const EdgeSparsity* s, const void* values, size_t value_b
   for (int b = 0; b < nb; b++) {
     const int od = s->block_map->data[b];
     if (od < 0 || od >= rank || d.block_of[od] >= 0) return fail(&d, "block map entry");
+    /* TFLite's own densify code reads non-ascending block maps differently from the format's
+     * description; the converter never writes them, so they are declined rather than guessed. */
+    if (b > 0 && od <= s->block_map->data[b - 1]) return fail(&d, "block map not ascending");
     d.block_of[od] = b;
   }
   for (int i = 0; i < rank; i++)

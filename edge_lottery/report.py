@@ -105,11 +105,13 @@ def level_table(rows: Sequence[Mapping[str, Any]], *, best_level: int | None = N
 def render_table(rows: Sequence[Mapping[str, Any]], *, best_level: int | None = None, title: str = "",
                  width: int = 120) -> str:
     """The level table as plain text (for logs and tests)."""
+    import io
+
     from rich.console import Console
 
-    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=width, file=io.StringIO())
     console.print(level_table(rows, best_level=best_level, title=title))
-    return console.export_text()
+    return console.file.getvalue()
 
 
 def plot_accuracy_vs_density(rows: Sequence[Mapping[str, Any]], path: Path, *, title: str = "") -> Path:

@@ -305,8 +305,10 @@ class LotteryTicketSearch:
     ``callbacks``: extra Keras callbacks for every training run; a callback with an
     ``on_level_begin(branch, level, model)`` method is told when each run starts.
 
-    Validation (bad arguments, patterns the layers cannot take, unreachable targets) happens in
-    the constructor, before any training.
+    Without ``levels`` or ``target_sparsity`` the search runs 3 levels. Validation (bad
+    arguments, patterns the layers cannot take, unreachable targets) happens in the constructor,
+    before any training. ``run()`` switches on TensorFlow op determinism for the process (exact
+    resume needs it; turn it off with ``deterministic=False``).
     """
 
     def __init__(self, model: Any, dataset: Any, *, work_dir: str | Path, config: SearchConfig | None = None,
@@ -584,6 +586,9 @@ class LotteryTicketSearch:
                 if branch == "reinit":
                     fresh = self.source.initial_weights(_derived_seed(cfg.seed, "reinit", level),
                                                         self._weight_decay_in_model())
+                    if all(np.array_equal(fresh[i], theta_k[i]) for i in masks):
+                        log.warning("reinit level %d: the fresh initialisation equals θ_k (initializers with "
+                                    "fixed seeds?); the control is not a re-initialisation", level)
                 start = rewind.start_state(cfg.rewind, branch, theta_k=theta_k, k=k, previous=prev_weights,
                                            fresh=fresh, train=self.train, total_steps=self.total_steps)
                 log.info("level %d (%s): density %.4f, start: %s", level, branch, masks_lib.density(masks),

@@ -286,7 +286,7 @@ def run_training(model: Any, data: TensorData, train: TrainConfig, *, seed: int,
         else:
             groups.append((prev, length, 1))
         prev = p
-    val = data.eval_dataset("val")
+    val = data.eval_dataset("val") if len(data.val[0]) else None  # no validation set: no early stopping
     test = data.eval_dataset("test")
     result = RunResult(start_step=start_step, end_step=end_step)
     t_start = time.perf_counter()

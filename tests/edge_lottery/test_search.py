@@ -32,11 +32,15 @@ class StartWeights(tf_keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self.starts: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.lrs: dict[tuple[str, int], float] = {}
+        self.steps: dict[tuple[str, int], int] = {}
 
     def on_level_begin(self, branch: str, level: int, model) -> None:
         from edge_lottery import tfmot_masks
 
         self.starts[(branch, level)] = tfmot_masks.snapshot(model, masks=True)
+        self.lrs[(branch, level)] = float(np.asarray(model.optimizer.learning_rate))
+        self.steps[(branch, level)] = int(model.optimizer.iterations.numpy())
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +250,31 @@ def test_learning_rate_rewinding_starts_from_trained_weights(tmp_path):
         rate = 0.1 if key.startswith("output/") else 0.2
         expect = mask.size * (1 - rate) ** 2
         assert abs(mask.sum() - expect) <= 2, key
+
+
+def test_finetune_keeps_trained_weights_at_the_final_learning_rate(tmp_path):
+    from edge_lottery.config import TrainConfig
+    from edge_lottery.training import lr_at
+
+    rec = StartWeights()
+    work = tmp_path / "ft"
+    lts = LotteryTicketSearch("lenet_300_100", "digits", work_dir=work, callbacks=[rec], levels=1, epochs=2,
+                              rewind="finetune", rewind_step=4, lr_schedule="cosine", warmup_steps=3, **FAST)
+    lts.run()
+    assert isinstance(lts.train, TrainConfig) and lts.train.lr_schedule == "cosine"
+    total = lts.total_steps
+    assert rec.steps[("ticket", 0)] == 0 and rec.steps[("ticket", 1)] == 4
+    assert rec.lrs[("ticket", 0)] == pytest.approx(lr_at(lts.train, 0, total), rel=1e-5)
+    final = lr_at(lts.train, total - 1, total)
+    assert 0 < final < 0.01 * lts.train.learning_rate
+    assert rec.lrs[("ticket", 1)] == pytest.approx(final, rel=1e-4)
+    _, trained0 = _level(work, 0)
+    masks, _ = _level(work, 1)
+    start = rec.starts[("ticket", 1)]
+    for key, value in trained0.items():
+        assert np.array_equal(start[key], value * masks[key] if key in masks else value), key
+    rows = json.loads((work / "summary.json").read_text())["levels"]
+    assert rows[1]["start_step"] == 4 and rows[1]["end_step"] == total
 
 
 def test_block_pattern_and_rewinding_to_init_k0(tmp_path):

@@ -191,3 +191,77 @@ def test_missing_port_is_one_line():
     with pytest.raises(DeviceError) as err:
         eembc.open_stream("/dev/ttyDOESNOTEXIST0")
     assert "\n" not in str(err.value) and "list_ports" in str(err.value)
+
+
+# ---------------------------------------------------------------- the host against corrupted replies
+
+INFER_REPLY = (b"m-warmup-start-1\r\nm-warmup-done\r\nm-infer-start-5\r\nm-lap-us-1000\r\nm-lap-us-1350\r\n"
+               b"m-infer-done\r\nm-results-[0.000,0.969,0.000,0.000,0.004,0.000,0.000,0.000,0.020,0.004]\r\n"
+               b"m-ready\r\n")
+
+
+class _ScriptedPeer:
+    """A TCP peer that answers each '%'-terminated command with the next scripted reply."""
+
+    def __init__(self, replies):
+        import socket
+        import threading
+
+        self.replies = list(replies)
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.srv.settimeout(5)
+        self.url = f"socket://127.0.0.1:{self.srv.getsockname()[1]}"
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.srv.accept()
+        except OSError:
+            return
+        conn.settimeout(2)
+        try:
+            while self.replies:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                for _ in range(data.count(b"%")):
+                    if self.replies:
+                        conn.sendall(self.replies.pop(0))
+            conn.recv(1)  # until the host hangs up (bounded by the 2 s socket timeout)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self.srv.close()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_host_survives_corrupted_infer_replies(data):
+    kind = data.draw(st.sampled_from(["truncate", "flip", "insert"]))
+    blob = bytearray(INFER_REPLY)
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    if kind == "truncate":
+        blob = blob[:pos]
+    elif kind == "flip":
+        blob[pos] = data.draw(st.integers(0, 255))
+    else:
+        blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    peer = _ScriptedPeer([bytes(blob)])
+    host = eembc.EembcHost.open(peer.url, timeout_s=0.15)
+    try:
+        r = host.infer(5, 1, expect_results=10)
+    except DeviceError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(r.results) == 10 and r.elapsed_us is not None and r.elapsed_us >= 0
+    finally:
+        host.close()
+        peer.t.join(timeout=5)

@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         for lvl in sorted(ticket)
     ]
     epoch_seconds = [r["epoch_seconds_mean"] for r in rows if r.get("epoch_seconds_mean")]
+    # Steady-state speed (first run excluded: it includes tracing), and what full mode would take here.
+    steady = [r for r in rows if r["level"] > 0]
+    steps_per_second = (sum(r["end_step"] - r["start_step"] for r in steady) / sum(r["train_seconds"] for r in steady)
+                        if steady else None)
+    full = MODES["full"]
+    full_estimate = (full["iterations"] * (2 * full["levels"] + 1) / steps_per_second) if steps_per_second else None
     record = {
         "benchmark": "lth_lenet_mnist", "mode": args.mode, "machine": start_machine,
         "versions": result.summary["versions"], "config": result.summary["config"],
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds_total": sum(r["train_seconds"] for r in rows),
         "mean_seconds_per_eval_interval": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
         "eval_interval_steps": result.summary["training"]["eval_every"],
+        "steady_steps_per_second": steps_per_second,
+        "samples_per_second": steps_per_second * result.summary["hyperparameters"]["batch_size"] if steps_per_second else None,
+        "full_mode_estimated_seconds_on_this_machine": full_estimate,
         "dense_test_accuracy": dense["test_accuracy"],
         "best_level": result.summary["best_level"],
         "levels": compare, "rows": rows, "paper": PAPER,

@@ -68,6 +68,11 @@ class LevelResult:
     masks_path: str
     weights_path: str
     row: dict[str, Any] = field(repr=False, default_factory=dict)
+    work_dir: str = ""
+
+    def ticket(self) -> Ticket:
+        """This level's :class:`Ticket` (masks, trained weights, models)."""
+        return Ticket(Path(self.work_dir), self.level, self.branch)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], work_dir: Path) -> LevelResult:
@@ -79,7 +84,7 @@ class LevelResult:
             best_val_loss=row.get("best_val_loss"), early_stop_step=row.get("early_stop_step"),
             test_accuracy_at_early_stop=row.get("test_accuracy_at_early_stop"),
             train_seconds=float(row["train_seconds"]), masks_path=str(d / "masks.npz"),
-            weights_path=str(d / "weights.npz"), row=dict(row),
+            weights_path=str(d / "weights.npz"), row=dict(row), work_dir=str(work_dir),
         )
 
 

@@ -68,27 +68,27 @@ def _fmt(acc: float | None) -> str:
 
 
 @click.command(name="search")
-@click.option("--model", "model", required=True, help="Registry model name (e.g. lenet_300_100).")
-@click.option("--dataset", "dataset", required=True, help="Dataset name: digits, mnist, fashion_mnist.")
+@click.option("--model", "model", metavar="NAME", required=True, help="Registry model name (e.g. lenet_300_100).")
+@click.option("--dataset", "dataset", metavar="NAME", required=True, help="Dataset name: digits, mnist, fashion_mnist.")
 @data_dir_option
-@click.option("--levels", default=None, help="Number of pruning levels after the dense one.")
-@click.option("--target-sparsity", default=None, help="Stop at the first level with this sparsity (0-1).")
-@click.option("--prune-fraction", default=None, help="Fraction of remaining weights pruned per level [model default].")
-@click.option("--rewind", default="weights", show_default=True, help="weights | lr | finetune.")
-@click.option("--rewind-step", default="0", show_default=True, help="Optimizer step k of the rewind point.")
-@click.option("--scope", default="global", show_default=True, help="global | layerwise.")
-@click.option("--pattern", default="unstructured", show_default=True,
+@click.option("--levels", metavar="N", default=None, help="Number of pruning levels after the dense one.")
+@click.option("--target-sparsity", metavar="S", default=None, help="Stop at the first level with this sparsity (0-1).")
+@click.option("--prune-fraction", metavar="F", default=None, help="Fraction of remaining weights pruned per level [model default].")
+@click.option("--rewind", metavar="weights|lr|finetune", default="weights", show_default=True, help="What each level starts from (docs/search.md).")
+@click.option("--rewind-step", metavar="K", default="0", show_default=True, help="Optimizer step k of the rewind point.")
+@click.option("--scope", metavar="global|layerwise", default="global", show_default=True, help="One ranking across layers, or per layer.")
+@click.option("--pattern", metavar="PATTERN", default="unstructured", show_default=True,
               help="unstructured | block16x1 | block16x4 | block1x16 | 2:4 | neuron.")
-@click.option("--controls", default="", help="Comma-separated control branches: reinit,random_prune.")
+@click.option("--controls", metavar="reinit,random_prune", default="", help="Comma-separated control branches: reinit,random_prune.")
 @click.option("--keep-output/--prune-output", default=None,
               help="Keep the output layer dense, or prune it at its own rate [model default].")
-@click.option("--first-layer-density", default=None, help="Never prune the first layer below this density.")
-@click.option("--exclude", default="", help="Comma-separated layer names never pruned.")
-@click.option("--epochs", default=None, help="Training epochs per level [model default].")
-@click.option("--iterations", default=None, help="Training steps per level, instead of --epochs.")
-@click.option("--batch-size", default=None, help="Batch size [model default].")
-@click.option("--learning-rate", default=None, help="Learning rate [model default].")
-@click.option("--optimizer", default=None, help="sgd | momentum | adam [model default].")
+@click.option("--first-layer-density", metavar="D", default=None, help="Never prune the first layer below this density.")
+@click.option("--exclude", metavar="LAYER,...", default="", help="Comma-separated layer names never pruned.")
+@click.option("--epochs", metavar="E", default=None, help="Training epochs per level [model default].")
+@click.option("--iterations", metavar="N", default=None, help="Training steps per level, instead of --epochs.")
+@click.option("--batch-size", metavar="B", default=None, help="Batch size [model default].")
+@click.option("--learning-rate", metavar="LR", default=None, help="Learning rate [model default].")
+@click.option("--optimizer", metavar="sgd|momentum|adam", default=None, help="sgd | momentum | adam [model default].")
 @click.option("--jit/--no-jit", default=True, show_default=True, help="XLA-compile the train step.")
 @seed_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),

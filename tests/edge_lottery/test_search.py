@@ -168,6 +168,8 @@ def test_tickets_and_reader_give_the_trained_models(main_run):
     import tf_keras
 
     ticket = result.ticket(2)
+    assert result.levels[2].ticket().masks.keys() == ticket.masks.keys()
+    assert result.controls["reinit"][0].ticket().branch == "reinit"
     model = ticket.model()
     assert isinstance(model, tf_keras.Model)
     assert not any("prune_low_magnitude" in layer.name for layer in model.layers)

@@ -31,6 +31,8 @@ from edge_lottery.atomic import atomic_write_bytes, atomic_write_json
 from edge_lottery.errors import expected
 
 EXPORT_FORMATS: tuple[str, ...] = ("tflite", "tflm", "c", "archive")
+#: Quantize modes whose models TFLite-Micro cannot run (fp16 weights behind DEQUANTIZE; hybrid ops).
+TFLM_UNRUNNABLE: tuple[str, ...] = ("float16", "dynamic")
 #: Rows of representative data used to verify packed models on TFLite-Micro.
 VERIFY_ROWS = 16
 
@@ -58,6 +60,10 @@ class ExportOptions:
             raise ConverterError(expected("--quantize", f"one of {', '.join(QUANTIZE_MODES)}", self.quantize))
         if self.pack not in PACK_METHODS:
             raise ConverterError(expected("--pack", f"one of {', '.join(PACK_METHODS)}", self.pack))
+        if self.format in ("tflm", "c") and self.quantize in TFLM_UNRUNNABLE:
+            raise ConverterError(expected(f"--quantize for --format {self.format} (TFLite-Micro has no "
+                                          "float16 dequantize or hybrid kernels)", "float32, int8 or int16x8",
+                                          self.quantize))
         if self.sparse and self.format != "tflite":
             raise ConverterError(expected("--sparse (TFLite sparse tensors; TFLite-Micro cannot run them)",
                                           "--format tflite", f"--format {self.format}"))
@@ -201,8 +207,8 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     pack_report: PackReport | None = None
     files: list[Path] = []
     if options.format == "tflite":
-        if verify_rows is not None:
-            tflite.run_litert(flat, verify_rows[:4])  # loads and runs on LiteRT (raises if not)
+        probe = verify_rows[:4] if verify_rows is not None else np.zeros((1, *src.model.input_shape[1:]), np.float32)
+        tflite.run_litert(flat, probe)  # it loads and runs on LiteRT, else ConverterError
         from converters.inspect import inspect_model
 
         info = inspect_model(flat)
@@ -211,6 +217,8 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
         payload = flat
         lines.append(f"TFLite ({options.quantize}{', sparse' if options.sparse else ''}): {len(flat)} B, "
                      f"{len(report['sparse_tensors'])} sparse tensors, {info.total_macs:,} MACs")
+    elif options.format == "archive" and options.quantize in TFLM_UNRUNNABLE:
+        payload = _archive(flat, None, report, lines)
     else:
         from converters.tflm.pack import pack
 
@@ -220,16 +228,8 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
         report["pack"] = pack_report.to_dict()
         payload = result.model_bytes
         if options.format == "archive":
-            from converters.archive import pack_archive, unpack_archive
-
-            blob = pack_archive(flat)
-            if unpack_archive(blob) != flat:
-                raise ConverterError("archive does not unpack to the TFLite model; refusing to write it")
-            report["archive_bytes"] = len(blob)
-            report["tflm_packed_bytes"] = len(result.model_bytes)
-            lines.append(f"archive: {len(blob)} B (TFLite {len(flat)} B, TFLite-Micro packed {len(result.model_bytes)} B)")
-            payload = blob
-        report["output_bytes"] = len(payload)
+            payload = _archive(flat, result.model_bytes, report, lines)
+    report["output_bytes"] = len(payload)
     if options.format == "c":
         from converters.c_source import write_c_source
 
@@ -243,6 +243,20 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     atomic_write_json(report_path(out), report)
     files.append(report_path(out))
     return ExportResult(out, tuple(files), report, pack_report, tuple(lines))
+
+
+def _archive(flat: bytes, tflm_packed: bytes | None, report: dict[str, Any], lines: list[str]) -> bytes:
+    from converters.archive import pack_archive, unpack_archive
+
+    blob = pack_archive(flat)
+    if unpack_archive(blob) != flat:
+        raise ConverterError("archive does not unpack to the TFLite model; refusing to write it")
+    report["archive_bytes"] = len(blob)
+    report["tflm_packed_bytes"] = len(tflm_packed) if tflm_packed is not None else None
+    packed = (f", TFLite-Micro packed {len(tflm_packed)} B" if tflm_packed is not None
+              else ", not runnable on TFLite-Micro")
+    lines.append(f"archive: {len(blob)} B (TFLite {len(flat)} B{packed})")
+    return blob
 
 
 def _runtime_versions() -> dict[str, str]:

@@ -64,6 +64,9 @@ def test_export_c_and_archive(keras_file, tmp_path):
     r = _run("export", keras_file, "--format", "archive", "--representative", "digits", "--samples", "16",
              "--out", tmp_path / "m.arch", "--no-arena")
     assert r.exit_code == 0, r.output
+    r16 = _run("export", keras_file, "--format", "archive", "--quantize", "float16", "--out", tmp_path / "f16.arch")
+    assert r16.exit_code == 0 and "not runnable on TFLite-Micro" in r16.output, r16.output
+    assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "m.arch.report.json").read_text())
     assert report["archive_bytes"] == (tmp_path / "m.arch").stat().st_size
     assert report["archive_bytes"] < report["tflite_bytes"]
@@ -86,6 +89,7 @@ def test_existing_output_needs_force(keras_file, tmp_path):
     (["--format", "tflite", "--quantize", "int8"], "representative data for --quantize int8"),
     (["--format", "tflite", "--representative", "imagenet"], "--representative: expected a dataset"),
     (["--level", "x"], "--level"),
+    (["--format", "c", "--quantize", "float16"], "--quantize for --format c"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(keras_file, tmp_path, args, message):
     out = tmp_path / "never.tflite"

@@ -357,9 +357,14 @@ class EembcHost:
         return reply
 
     # ---- protocol steps --------------------------------------------------------------------
-    def sync(self, attempts: int | None = None, timeout_s: float = 2.0) -> tuple[str, str]:
-        """Drain, then ``name%`` until the device answers with its name (idempotent, retried)."""
+    def sync(self, attempts: int | None = None, timeout_s: float | None = None) -> tuple[str, str]:
+        """Drain, then ``name%`` until the device answers with its name (idempotent, retried).
+
+        A benchmark device answers ``name%`` at once, so each try waits at most 2 s (the
+        runner's detection timeout), or the session's timeout when that is shorter.
+        """
         attempts = self.retries + 1 if attempts is None else attempts
+        timeout_s = min(2.0, self.timeout_s) if timeout_s is None else timeout_s
         problems: list[str] = []
         self.drain(quiet_s=0.1, max_s=1.0)
         for _ in range(max(1, attempts)):
@@ -367,7 +372,7 @@ class EembcHost:
                 reply = self.command("name", timeout_s=timeout_s)
             except (DeviceReset, ProtocolError) as exc:  # includes a timeout
                 problems.append(str(exc))
-                self.drain(quiet_s=0.1, max_s=1.0)
+                self.drain(quiet_s=0.1, max_s=0.5)
                 continue
             name = reply.first("name")
             if name is not None:

@@ -91,34 +91,65 @@ def to_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _io_counts(model_bytes: bytes) -> tuple[int, int]:
+    from converters.inspect import read_flatbuffer
+
+    sg = read_flatbuffer(model_bytes).subgraphs[0]
+    return (len(sg.inputs) if sg.inputs is not None else 0, len(sg.outputs) if sg.outputs is not None else 0)
+
+
 def run(
     model_bytes: bytes,
-    inputs: np.ndarray,
+    inputs: np.ndarray | list[np.ndarray],
     *,
     arena_size: int | None = None,
     alt_decompression_memory_size: int = 0,
-) -> np.ndarray:
-    """Invoke the model once per input row; returns output 0 for every row, stacked."""
+    all_outputs: bool = False,
+) -> np.ndarray | list[np.ndarray]:
+    """Invoke the model once per input row; returns output 0 for every row, stacked.
+
+    ``inputs`` is one array of rows, or a list with one array of rows per model input.
+    ``all_outputs=True`` returns a list with every model output stacked over the rows.
+    """
+    n_in, n_out = _io_counts(model_bytes)
+    per_input = list(inputs) if isinstance(inputs, list) else [np.asarray(inputs)]
+    if len(per_input) != n_in:
+        raise ConverterError(expected("arrays of inputs (one per model input)", n_in, len(per_input)))
+    rows = {len(a) for a in per_input}
+    if len(rows) != 1:
+        raise ConverterError(expected("rows per model input", "the same count for every input", sorted(rows)))
     interp = interpreter(model_bytes, arena_size, alt_decompression_memory_size)
-    details = interp.get_input_details(0)
-    outs = []
-    for row in np.asarray(inputs):
-        interp.set_input(to_input(row, details), 0)
+    details = [interp.get_input_details(i) for i in range(n_in)]
+    outs: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    for r in range(rows.pop()):
+        for i in range(n_in):
+            interp.set_input(to_input(per_input[i][r], details[i]), i)
         interp.invoke()
-        outs.append(np.array(interp.get_output(0)))
-    return np.stack(outs)
+        for o in range(n_out):
+            outs[o].append(np.array(interp.get_output(o)))
+    stacked = [np.stack(o) for o in outs]
+    return stacked if all_outputs else stacked[0]
 
 
-def random_inputs(model_bytes: bytes, n: int = 8, seed: int = 0) -> np.ndarray:
-    """Seeded inputs spanning the model input's dtype range (for verification without data)."""
-    details = interpreter(model_bytes).get_input_details(0)
-    dtype = np.dtype(details["dtype"])
-    shape = (n, *(int(d) for d in details["shape"]))
+def random_inputs(model_bytes: bytes, n: int = 8, seed: int = 0) -> np.ndarray | list[np.ndarray]:
+    """Seeded inputs spanning each model input's dtype range (for verification without data).
+
+    One array for a single-input model, else a list with one array per input.
+    """
+    n_in, _ = _io_counts(model_bytes)
+    interp = interpreter(model_bytes)
     rng = np.random.default_rng(seed)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
-    return rng.random(shape).astype(dtype)
+    arrays = []
+    for i in range(n_in):
+        details = interp.get_input_details(i)
+        dtype = np.dtype(details["dtype"])
+        shape = (n, *(int(d) for d in details["shape"]))
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            arrays.append(rng.integers(info.min, info.max + 1, size=shape).astype(dtype))
+        else:
+            arrays.append(rng.random(shape).astype(dtype))
+    return arrays[0] if n_in == 1 else arrays
 
 
 # --- arena measurement ------------------------------------------------------------------------
@@ -126,6 +157,7 @@ def random_inputs(model_bytes: bytes, n: int = 8, seed: int = 0) -> np.ndarray:
 def _probe(model_bytes: bytes, arena_size: int, alt: int, report: bool = False) -> tuple[bool, str]:
     """Does the model allocate and invoke in this arena? Runs in a forked child."""
     _runtime()  # import before forking, or every child pays for the import
+    n_in, _ = _io_counts(model_bytes)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
@@ -138,8 +170,9 @@ def _probe(model_bytes: bytes, arena_size: int, alt: int, report: bool = False) 
                 bytes(model_bytes), custom_op_registerers=[], arena_size=int(arena_size),
                 alt_decompression_memory_size=int(alt),
             )
-            details = interp.get_input_details(0)
-            interp.set_input(np.zeros(tuple(int(d) for d in details["shape"]), dtype=details["dtype"]), 0)
+            for i in range(n_in):
+                details = interp.get_input_details(i)
+                interp.set_input(np.zeros(tuple(int(d) for d in details["shape"]), dtype=details["dtype"]), i)
             interp.invoke()
             if report:
                 interp.print_allocations()

@@ -169,7 +169,8 @@ def pack(
     """Pack, insert DECODE, verify bit-exactly on TFLite-Micro, and report sizes.
 
     ``representative_inputs``: rows of model inputs (float rows are quantized with the model's
-    input scale); ``None`` verifies on 8 seeded random inputs. ``measure_arena`` bisects the
+    input scale), or a list of such arrays for a multi-input model; ``None`` verifies on 8
+    seeded random inputs. Every output is compared. ``measure_arena`` bisects the
     minimum arena before and after packing (a few seconds).
     """
     from converters.tflm import flatbuffer
@@ -184,12 +185,15 @@ def pack(
         inputs = arena.random_inputs(model_bytes)
         source = "8 seeded random inputs"
     else:
-        inputs = np.asarray(representative_inputs)
-        if inputs.ndim == 0 or len(inputs) == 0:
-            raise ConverterError(expected("representative inputs", "at least one row", list(inputs.shape)))
-        source = f"{len(inputs)} representative inputs"
+        inputs = (list(representative_inputs) if isinstance(representative_inputs, list)
+                  else np.asarray(representative_inputs))
+        first = inputs[0] if isinstance(inputs, list) else inputs
+        if first.ndim == 0 or len(first) == 0:
+            raise ConverterError(expected("representative inputs", "at least one row", list(first.shape)))
+        source = f"{len(first)} representative inputs"
+    n_rows = len(inputs[0]) if isinstance(inputs, list) else len(inputs)
     arena_size = max(1 << 16, 10 * len(model_bytes))
-    reference = arena.run(model_bytes, inputs, arena_size=arena_size)
+    reference = arena.run(model_bytes, inputs, arena_size=arena_size, all_outputs=True)
 
     excluded = excluded_tensors(model_bytes)
     candidates, skipped = _candidates(model, excluded)
@@ -244,12 +248,14 @@ def pack(
         decoded_bytes = sum(r.original_bytes for r in reports if r.method != "none")
         alt = alt_decompression_memory_size or (decoded_bytes + 16 * len(chosen) + 64)
         for alt_size in (0, alt):
-            got = arena.run(packed, inputs, arena_size=arena_size, alt_decompression_memory_size=alt_size)
-            if got.dtype != reference.dtype or got.tobytes() != reference.tobytes():
-                diff = int(np.max(np.abs(got.astype(np.float64) - reference.astype(np.float64))))
+            got = arena.run(packed, inputs, arena_size=arena_size, alt_decompression_memory_size=alt_size,
+                            all_outputs=True)
+            if any(g.dtype != r.dtype or g.tobytes() != r.tobytes() for g, r in zip(got, reference, strict=True)):
+                diff = max(float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+                           for g, r in zip(got, reference, strict=True))
                 raise ConverterError(
                     f"packed model ({method}) is not bit-exact on TFLite-Micro"
-                    f"{' with alternate decompression memory' if alt_size else ''}: max output difference {diff}; "
+                    f"{' with alternate decompression memory' if alt_size else ''}: max output difference {diff:g}; "
                     "refusing to write it"
                 )
         verification += f" (also with {alt} B alternate decompression memory)"
@@ -261,7 +267,7 @@ def pack(
         arena_after = arena.arena_info(packed, alt).to_dict() if chosen else arena_before
     reports.sort(key=lambda r: (r.subgraph, r.index))
     extra = {"decode_overhead_bytes_per_tensor": round(overhead, 1)} if overhead else {}
-    report = PackReport(method, tuple(reports), len(model_bytes), len(packed), len(inputs), verification,
+    report = PackReport(method, tuple(reports), len(model_bytes), len(packed), n_rows, verification,
                         arena_before, arena_after, extra)
     return PackResult(bytes(packed), report)
 

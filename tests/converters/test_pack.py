@@ -108,3 +108,28 @@ def test_densify_model_is_refused_for_tflm():
 def test_bad_method():
     with pytest.raises(ConverterError, match="pack method: expected one of auto"):
         pack(digits_tflite("int8"), "zip")
+
+
+def test_two_inputs_two_outputs_every_output_is_verified():
+    import tf_keras as keras
+
+    from converters.tflite import convert
+
+    keras.utils.set_random_seed(5)
+    a, b = keras.layers.Input((16,), name="a"), keras.layers.Input((8,), name="b")
+    h = keras.layers.Dense(48, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], [keras.layers.Dense(4, name="y1")(h), keras.layers.Dense(3, name="y2")(h)])
+    k, bias = model.layers[3].get_weights()
+    k[np.abs(k) < np.quantile(np.abs(k), 0.8)] = 0
+    model.layers[3].set_weights([k, bias])
+    flat = convert(model, "float32")
+    rng = np.random.default_rng(0)
+    interp = arena.interpreter(flat)  # the converter orders inputs by signature name, not as Keras does
+    xs = [rng.random((5, int(interp.get_input_details(i)["shape"][1]))).astype(np.float32) for i in range(2)]
+    result = pack(flat, "prune", xs, measure_arena=True)
+    got = arena.run(result.model_bytes, xs, all_outputs=True)
+    want = arena.run(flat, xs, all_outputs=True)
+    assert len(got) == 2 and all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    assert result.report.verified_rows == 5 and result.report.arena_after["min_arena"] > 0
+    with pytest.raises(ConverterError, match="arrays of inputs"):
+        pack(flat, "prune", xs[0], measure_arena=False)

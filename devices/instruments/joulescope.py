@@ -8,7 +8,6 @@ The vendor packages are imported only when used, with a one-line error naming th
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +53,22 @@ def trace_from_jls(path: str | Path, *, current: str = "current", voltage: str =
 
 
 class Joulescope:
-    """A live Joulescope (first found, or ``serial``). ``start`` streams, ``stop`` returns the trace."""
+    """A live Joulescope (first found, or ``serial``), streaming into the driver's buffer.
 
-    def __init__(self, serial: str | None = None, *, max_duration_s: float = 120.0):
+    Configured like the MLCommons runner's JS220 manager (``source=raw``, ``sensor_power=on``,
+    ``current_lsb=gpi0`` so GPI0 rides in the current's least significant bit); ``start`` notes
+    the buffer's newest sample id and ``stop`` reads every sample since, so a window must fit the
+    driver's ``buffer_duration`` (set to ``buffer_s``). Not exercised against hardware here.
+    """
+
+    def __init__(self, serial: str | None = None, *, sampling_hz: int = 100_000, buffer_s: int = 120):
         try:
             import joulescope
         except ImportError:
             raise DeviceError("the joulescope instrument needs the vendor package: pip install joulescope") from None
-        self._js_mod = joulescope
         self.name = f"joulescope:{serial}" if serial else "joulescope"
-        self.serial = serial
-        self.max_duration_s = max_duration_s
-        devices = joulescope.scan(config="auto")
+        self.fs = float(sampling_hz)
+        devices = joulescope.scan(config="off")
         if serial:
             devices = [d for d in devices if serial in str(d)]
         if not devices:
@@ -73,47 +76,43 @@ class Joulescope:
                               "; plug it in (and check the udev rules on Linux)")
         self.device = devices[0]
         self.device.open()
-        for key, value in (("i_range", "auto"), ("v_range", "15V"), ("current_lsb", "gpi0")):
+        for key, value in (("source", "raw"), ("sensor_power", "on"), ("i_range", "auto"),
+                           ("sampling_frequency", sampling_hz), ("buffer_duration", buffer_s),
+                           ("current_lsb", "gpi0")):
             try:
                 self.device.parameter_set(key, value)
-            except Exception:  # noqa: BLE001 - JS110 vs JS220 parameter names differ
-                pass
-        self._result: dict = {}
-        self._thread: threading.Thread | None = None
+            except Exception as exc:  # noqa: BLE001
+                raise DeviceError(f"Joulescope rejected {key}={value}: {exc}; update the joulescope package") from None
+        self.device.start()
+        self._start_id: int | None = None
+
+    def _newest(self) -> int:
+        rng = self.device.stream_buffer.sample_id_range
+        if rng is None:
+            raise DeviceError("the Joulescope is not streaming; replug it and retry")
+        return int(rng[1])
 
     def start(self) -> None:
-        def _read() -> None:
-            try:
-                self._result["data"] = self.device.read(contiguous_duration=self.max_duration_s,
-                                                        out_format="samples_get", fields=["current", "voltage",
-                                                                                          "current_lsb"])
-            except Exception as exc:  # noqa: BLE001
-                self._result["error"] = exc
-
-        self._result = {}
-        self._thread = threading.Thread(target=_read, daemon=True, name="joulescope-read")
-        self._thread.start()
+        self._start_id = self._newest()
 
     def stop(self) -> PowerTrace:
-        if self._thread is None:
+        if self._start_id is None:
             raise DeviceError("Joulescope: stop() without start()")
+        end = self._newest()
         try:
-            self.device.stop()
-        except Exception:  # noqa: BLE001
-            pass
-        self._thread.join(timeout=10.0)
-        self._thread = None
-        if "error" in self._result or "data" not in self._result:
-            raise DeviceError(f"Joulescope capture failed: {self._result.get('error', 'no data')}")
-        d = self._result["data"]
+            d = self.device.stream_buffer.samples_get(self._start_id, end,
+                                                      fields=["current", "voltage", "current_lsb"])
+        except ValueError as exc:
+            raise DeviceError(f"the Joulescope buffer no longer holds the window ({exc}); shorten the window "
+                              f"or raise buffer_s") from None
+        self._start_id = None
         sig = d["signals"]
-        fs = float(d["time"]["sample_freq"]["value"] if isinstance(d["time"]["sample_freq"], dict)
-                   else d["time"]["sample_freq"])
-        return trace_from_arrays(sig["current"]["value"], sig["voltage"]["value"], sig["current_lsb"]["value"], fs,
-                                 source=self.name)
+        return trace_from_arrays(sig["current"]["value"], sig["voltage"]["value"], sig["current_lsb"]["value"],
+                                 self.fs, source=self.name)
 
     def close(self) -> None:
-        try:
-            self.device.close()
-        except Exception:  # noqa: BLE001
-            pass
+        for step in (self.device.stop, self.device.close):
+            try:
+                step()
+            except Exception:  # noqa: BLE001
+                pass

@@ -138,3 +138,23 @@ def test_port_that_is_not_a_benchmark_device(model_path):
         stop.set()
         t.join(timeout=5)
         srv.close()
+
+
+def test_cli_bench_against_the_virtual_board(model_path, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_lottery.cli import main
+
+    out = tmp_path / "r.jsonl"
+    with VirtualBoard(model_path.read_bytes()) as board:
+        addr = board.serve(tcp=0)
+        res = CliRunner().invoke(main, ["bench", str(model_path), "--target", f"serial:{addr}", "--runs", "30",
+                                        "-o", "windows=2", "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        bad = CliRunner().invoke(main, ["bench", str(model_path), "--target", f"serial:{addr}", "--mode", "energy"])
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["target"] == f"serial:{addr}" and rec["environment"]["device"]["vendor"] == "edge-lottery-virtual-board"
+    assert {f["name"] for f in rec["figures"]} >= {"latency_p50", "throughput"}
+    assert bad.exit_code == 1 and "instrument=lpm01a:PORT" in bad.output

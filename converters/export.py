@@ -190,6 +190,10 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
                                           seed=options.seed, data_dir=options.data_dir)
     if rep is not None:
         rep = tflite.check_representative(src.model, rep)
+    elif options.quantize in ("int8", "int16x8") and not tflite.is_quantization_aware(src.model):
+        raise ConverterError(expected(f"--representative for --quantize {options.quantize} (the source names no "
+                                      "dataset)", "a dataset name (digits, mnist, fashion_mnist) or an .npz file",
+                                      None))
     # integer I/O: what microcontroller firmware feeds; LiteRT accepts it as well
     quant = PostTrainingQuantization(options.quantize, io="int8", num_samples=options.num_samples)
     flat = tflite.convert(src.model, quant, rep, sparse="project" if options.sparse else "none")

@@ -211,11 +211,16 @@ def minimum_arena(model_bytes: bytes, alt_decompression_memory_size: int = 0) ->
         hi *= 2
         if hi > (1 << 30):
             raise ConverterError("TFLite-Micro cannot run the model with any arena up to 1 GiB")
-    lo = 0  # known failing (or untested lower bound)
+    lo = 0  # fails (an arena of 0 bytes cannot hold anything)
+    # The recorder's total is only a hint (it is not always a lower bound): it narrows the search
+    # from whichever side it lands on, and the bisection below stays exact either way.
     with contextlib.suppress(ConverterError, KeyError):
-        lo = max(0, recorded_allocations(model_bytes, hi, alt)["total"] - 1)
-        if _probe(model_bytes, lo + 1, alt)[0] and lo > 0:
-            hi = lo + 1
+        hint = recorded_allocations(model_bytes, hi, alt)["total"]
+        if 0 < hint < hi:
+            if _probe(model_bytes, hint, alt)[0]:
+                hi = hint
+            else:
+                lo = hint
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _probe(model_bytes, mid, alt)[0]:

@@ -86,7 +86,7 @@ def test_existing_output_needs_force(keras_file, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--format", "tflm", "--sparse"], "--sparse"),
     (["--format", "tflm", "--quantize", "float32", "--pack", "huffman"], "HUFFMAN encoding of tensor float32"),
-    (["--format", "tflite", "--quantize", "int8"], "representative data for --quantize int8"),
+    (["--format", "tflite", "--quantize", "int8"], "--representative for --quantize int8"),
     (["--format", "tflite", "--representative", "imagenet"], "--representative: expected a dataset"),
     (["--level", "x"], "--level"),
     (["--format", "c", "--quantize", "float16"], "--quantize for --format c"),

@@ -119,7 +119,8 @@ def convert(
 
             converter.representative_dataset = gen
         if mode == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if rep is not None or not qat:  # a QAT model carries its ranges; the INT8-only op set
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # wants data
             io_type = tf.int8
         else:
             converter.target_spec.supported_ops = [

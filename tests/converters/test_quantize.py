@@ -70,3 +70,17 @@ def test_bad_arguments_are_one_line_errors(keras):
         q.prune_preserving_qat(object())
     cfg = q.PostTrainingQuantization("int16x8", io="float", num_samples=7)
     assert q.PostTrainingQuantization.from_config(cfg.get_config()) == cfg
+
+
+def test_pqat_model_converts_to_int8_tflite_with_its_zeros(keras):
+    from converters.inspect import inspect_model
+    from converters.tflite import convert, run_litert
+
+    pqat = _fit(q.prune_preserving_qat(_pruned_model(keras)), keras, steps=8)
+    flat = convert(pqat, "int8")  # QAT learnt the ranges: no representative data needed
+    info = inspect_model(flat)
+    kernels = [t for t in info.tensors if t.is_constant and t.dtype == "INT8" and len(t.shape) == 2]
+    assert len(kernels) == 2
+    assert all(abs(t.zero_fraction - 0.8) < 0.03 for t in kernels), [t.zero_fraction for t in kernels]
+    x = np.random.default_rng(1).normal(size=(4, 16)).astype(np.float32)
+    assert run_litert(flat, x).dtype == np.int8

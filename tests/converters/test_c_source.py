@@ -45,9 +45,9 @@ def test_symbols_from_file_names():
 
 def test_render_contents():
     c = render(MODEL, "model_data.cc", arena_size=1801)
-    assert "alignas(16) const std::uint8_t model_data[model_data_len]" in c.source
-    assert "constexpr std::size_t model_data_len = 1000;" in c.header
-    assert "constexpr std::size_t model_data_arena_size = 1808;" in c.header  # rounded up to 16
+    assert "alignas(16) const uint8_t model_data[model_data_len]" in c.source
+    assert "constexpr size_t model_data_len = 1000;" in c.header
+    assert "constexpr size_t model_data_arena_size = 1808;" in c.header  # rounded up to 16
     with pytest.raises(ConverterError, match="arena size"):
         render(MODEL, "m.cc", arena_size=0)
     with pytest.raises(ConverterError, match=r"\.cc or \.cpp"):

@@ -46,7 +46,7 @@ _DELEGATE_SOURCES = [
                  "kernels_neon.c")
 ]
 _DELEGATE_HEADERS = [f"{_DELEGATE_DIR}/{name}" for name in ("tflite_abi.h", "edge_kernels.h", "pack.h", "pool.h",
-                                                             "kernels_generic.inc")]
+                                                             "kernels_generic_impl.h")]
 _DELEGATE_CFLAGS = ["-std=gnu11", "-O3", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-Wall"]
 _DELEGATE_ISA_FLAGS = {
     "kernels_avx2.c": ["-mavx2", "-mfma"],

@@ -11,7 +11,7 @@
 #include <immintrin.h>
 
 #define EDGE_SFX(name) edge_avx512_##name
-#include "kernels_generic.inc"
+#include "kernels_generic_impl.h"
 
 /* Lane-exact SaturatingRoundingDoublingHighMul for b > 0 (multipliers are positive Q31). */
 static inline __m512i srdhm16(__m512i a, __m512i b) {
@@ -54,21 +54,39 @@ static inline __m512i single16(__m512i x, __m512i m, __m512i t) {
   return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
 }
 
-/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, nr lanes stored. */
-static inline void store_q8_16(const EdgeEpilogue* e, __m512i acc, int8_t* y, int n, int nr) {
-  const __mmask16 lanes = (__mmask16)((1u << nr) - 1u);
-  __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(lanes, e->bias_u8 + n));
-  if (e->rmode == EDGE_ROUND_SINGLE) {
-    v = single16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n), _mm512_maskz_loadu_epi32(lanes, e->tshift + n));
+/* Per-panel requantization constants, loaded once and reused for every row of the panel. */
+typedef struct Q16 {
+  __m512i bias, ls, mult, rs, ts, zp, lo, hi;
+  __mmask16 lanes;
+  int mode;
+} Q16;
+
+static inline Q16 q16_load(const EdgeEpilogue* e, int n, int nr) {
+  Q16 q;
+  q.lanes = (__mmask16)((1u << nr) - 1u);
+  q.bias = _mm512_maskz_loadu_epi32(q.lanes, e->bias_u8 + n);
+  q.ls = _mm512_maskz_loadu_epi32(q.lanes, e->lshift + n);
+  q.mult = _mm512_maskz_loadu_epi32(q.lanes, e->mult + n);
+  q.rs = _mm512_maskz_loadu_epi32(q.lanes, e->rshift + n);
+  q.ts = _mm512_maskz_loadu_epi32(q.lanes, e->tshift + n);
+  q.zp = _mm512_set1_epi32(e->zp_out);
+  q.lo = _mm512_set1_epi32(e->qmin);
+  q.hi = _mm512_set1_epi32(e->qmax);
+  q.mode = e->rmode;
+  return q;
+}
+
+/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, the valid lanes stored. */
+static inline void store_q8_16(const Q16* q, __m512i acc, int8_t* y) {
+  __m512i v = _mm512_add_epi32(acc, q->bias);
+  if (q->mode == EDGE_ROUND_SINGLE) {
+    v = single16(v, q->mult, q->ts);
   } else {
-    v = _mm512_sllv_epi32(v, _mm512_maskz_loadu_epi32(lanes, e->lshift + n));
-    v = srdhm16(v, _mm512_maskz_loadu_epi32(lanes, e->mult + n));
-    v = rdbpot16(v, _mm512_maskz_loadu_epi32(lanes, e->rshift + n), e->rmode == EDGE_ROUND_DOUBLE_AWAY);
+    v = srdhm16(_mm512_sllv_epi32(v, q->ls), q->mult);
+    v = rdbpot16(v, q->rs, q->mode == EDGE_ROUND_DOUBLE_AWAY);
   }
-  v = _mm512_add_epi32(v, _mm512_set1_epi32(e->zp_out));
-  v = _mm512_max_epi32(v, _mm512_set1_epi32(e->qmin));
-  v = _mm512_min_epi32(v, _mm512_set1_epi32(e->qmax));
-  _mm_mask_storeu_epi8(y, lanes, _mm512_cvtepi32_epi8(v));
+  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, q->zp), q->lo), q->hi);
+  _mm_mask_storeu_epi8(y, q->lanes, _mm512_cvtepi32_epi8(v));
 }
 
 static inline __m512i bcast_x4(const int8_t* p) {
@@ -86,6 +104,7 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
     const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];
     const int n = pn * 16;
     const int nr = p->N - n < 16 ? p->N - n : 16;
+    const Q16 q = q16_load(e, n, nr);
     int m = 0;
     for (; m + 4 <= M; m += 4) {
       __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -98,10 +117,10 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
         a2 = _mm512_dpbusd_epi32(a2, bcast_x4(x0 + 2 * (size_t)ldx + k), w);
         a3 = _mm512_dpbusd_epi32(a3, bcast_x4(x0 + 3 * (size_t)ldx + k), w);
       }
-      store_q8_16(e, a0, y + (size_t)m * ldy + n, n, nr);
-      store_q8_16(e, a1, y + (size_t)(m + 1) * ldy + n, n, nr);
-      store_q8_16(e, a2, y + (size_t)(m + 2) * ldy + n, n, nr);
-      store_q8_16(e, a3, y + (size_t)(m + 3) * ldy + n, n, nr);
+      store_q8_16(&q, a0, y + (size_t)m * ldy + n);
+      store_q8_16(&q, a1, y + (size_t)(m + 1) * ldy + n);
+      store_q8_16(&q, a2, y + (size_t)(m + 2) * ldy + n);
+      store_q8_16(&q, a3, y + (size_t)(m + 3) * ldy + n);
     }
     for (; m < M; m++) {
       const int8_t* xr = x + (size_t)m * ldx;
@@ -117,7 +136,7 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
       for (; b < b1; b++)
         a0 = _mm512_dpbusd_epi32(a0, bcast_x4(xr + p->idx[b]), _mm512_load_si512((const void*)(W + (size_t)b * 64)));
       const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-      store_q8_16(e, acc, y + (size_t)m * ldy + n, n, nr);
+      store_q8_16(&q, acc, y + (size_t)m * ldy + n);
     }
   }
 }

@@ -9,7 +9,7 @@
 #include "edge_kernels.h"
 
 #ifndef EDGE_SFX
-#error "define EDGE_SFX(name) before including kernels_generic.inc"
+#error "define EDGE_SFX(name) before including kernels_generic_impl.h"
 #endif
 
 static inline float EDGE_SFX(clampf)(float v, float lo, float hi) {

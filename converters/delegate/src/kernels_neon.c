@@ -5,7 +5,7 @@
 #include <arm_neon.h>
 
 #define EDGE_SFX(name) edge_neon_##name
-#include "kernels_generic.inc"
+#include "kernels_generic_impl.h"
 
 static void neon_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx,
                            void* yv, int ldy, int n0, int n1) {

@@ -1,0 +1,391 @@
+"""Benchmark: edge-lottery's sparse delegate against XNNPACK dense, side by side in one run.
+
+Not a test. Writes docs/results/sparse_delegate.{json,md,png} with machine, versions and settings.
+
+* LeNet-300-100 tickets from trained weights (MNIST, block-magnitude-pruned, fine-tuned with the mask):
+  90 % 16x1 blocks (float32), 90 % 16x4 blocks (int8), 95 % unstructured (float32); accuracy is
+  reported next to speed.
+* mobilenet_v1_025 (96x96x3, 2 classes, random weights) with 90 % 16x1 / 16x4 output-block
+  sparsity on its 1x1 convolutions, end to end.
+* Crossover sparsity per pattern on the 784->300 layer (random magnitude-pruned weights).
+
+Every configuration runs batch 1 and 8, 1 and 2 threads; times are medians over interleaved
+repeats (the machine is shared: ratios are more trustworthy than absolute times).
+
+    nice python benchmarks/sparse_delegate.py            # full run (~10 min on 2 cores)
+    nice python benchmarks/sparse_delegate.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def block_prune(w: np.ndarray, sparsity: float, rows: int, cols: int) -> np.ndarray:
+    """Zero ``sparsity`` of the (rows x cols) blocks of w[out, k] with the smallest L1 norm."""
+    out, k = w.shape
+    nbh, nbw = -(-out // rows), -(-k // cols)
+    pad = np.zeros((nbh * rows, nbw * cols), w.dtype)
+    pad[:out, :k] = w
+    norms = np.abs(pad.reshape(nbh, rows, nbw, cols)).sum(axis=(1, 3))
+    nzero = int(round(sparsity * norms.size))
+    keep = np.ones(norms.size, bool)
+    keep[np.argsort(norms.ravel(), kind="stable")[:nzero]] = False
+    mask = np.repeat(np.repeat(keep.reshape(norms.shape), rows, 0), cols, 1)[:out, :k]
+    return w * mask
+
+
+def convert(model, dtype: str, rep: np.ndarray, sparse_format: bool = False) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    opts = []
+    if dtype == "int8":
+        opts.append(tf.lite.Optimize.DEFAULT)
+
+        def gen():
+            for i in range(min(64, len(rep))):
+                yield [rep[i : i + 1].astype(np.float32)]
+
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    if sparse_format:
+        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    conv.optimizations = opts
+    return conv.convert()
+
+
+def load_mnist(data_dir: Path):
+    with np.load(data_dir / "mnist.npz") as d:
+        return (d["x_train"].astype(np.float32) / 255.0, d["y_train"], d["x_test"].astype(np.float32) / 255.0,
+                d["y_test"])
+
+
+def lenet_tickets(data_dir: Path, epochs: int, quick: bool):
+    """Train LeNet-300-100, then prune+fine-tune one ticket per pattern with TFMOT."""
+    import tf_keras as keras
+
+    from edge_lottery.models import build_model
+
+    xtr, ytr, xte, yte = load_mnist(data_dir)
+    if quick:
+        xtr, ytr = xtr[:6000], ytr[:6000]
+    keras.utils.set_random_seed(0)
+    dense = build_model("lenet_300_100", (28, 28, 1), 10, seed=0)
+    dense.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    dense.fit(xtr[..., None], ytr, batch_size=128, epochs=epochs, verbose=0)
+    acc_dense = float(dense.evaluate(xte[..., None], yte, verbose=0)[1])
+    tickets = {}
+    # One-shot magnitude pruning of the trained weights to the block pattern (TFLite orientation
+    # [out, in] blocks), then fine-tuning with the mask re-applied after every step.
+    for key, (rows, cols), sparsity in (("f32_16x1_90", (16, 1), 0.9), ("i8_16x4_90", (16, 4), 0.9),
+                                        ("f32_unstructured_95", (1, 1), 0.95)):
+        stripped = keras.models.clone_model(dense)
+        stripped.set_weights(dense.get_weights())
+        dense_layers = [ly for ly in stripped.layers if isinstance(ly, keras.layers.Dense)]
+        masks = []
+        for ly in dense_layers:
+            k, b = ly.get_weights()
+            pk = block_prune(k.T, sparsity, rows, cols).T
+            masks.append((pk != 0).astype(np.float32))
+            ly.set_weights([pk, b])
+
+        class KeepMask(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None, layers=dense_layers, masks=masks):
+                for ly, mk in zip(layers, masks, strict=True):
+                    ly.kernel.assign(ly.kernel * mk)
+
+        stripped.compile(keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                         metrics=["accuracy"])
+        stripped.fit(xtr[..., None], ytr, batch_size=128, epochs=max(1, epochs - 1), verbose=0, callbacks=[KeepMask()])
+        stripped.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        acc = float(stripped.evaluate(xte[..., None], yte, verbose=0)[1])
+        kernels = [w for w in stripped.get_weights() if w.ndim == 2]
+        zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
+        dtype = "int8" if key.startswith("i8") else "float32"
+        tickets[key] = {"model": convert(stripped, dtype, xtr[:64, ..., None]), "accuracy": acc,
+                        "weight_sparsity": zeros, "dtype": dtype,
+                        "int8_accuracy": None}
+        if dtype == "int8":
+            tickets[key]["int8_accuracy"] = tflite_accuracy(tickets[key]["model"], xte[:2000, ..., None], yte[:2000])
+    return tickets, acc_dense
+
+
+def tflite_accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    it.allocate_tensors()
+    d, o = it.get_input_details()[0], it.get_output_details()[0]
+    s, z = d["quantization"]
+    hits = 0
+    for i in range(len(x)):
+        xi = x[i : i + 1]
+        if d["dtype"] == np.int8:
+            xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
+        it.set_tensor(d["index"], xi)
+        it.invoke()
+        hits += int(np.argmax(it.get_tensor(o["index"])) == y[i])
+    return hits / len(x)
+
+
+def mobilenet(dtype: str, sparsity: float) -> bytes:
+    import tf_keras as keras
+
+    from edge_lottery.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenet_v1_025", (96, 96, 3), 2, seed=0)
+    rows, cols = (16, 4) if dtype == "int8" else (16, 1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (1, 1) and not isinstance(
+                layer, keras.layers.DepthwiseConv2D):
+            ws = layer.get_weights()
+            k = ws[0]  # [1, 1, in, out]
+            ws[0] = block_prune(k[0, 0].T, sparsity, rows, cols).T[None, None]
+            layer.set_weights(ws)
+    rep = np.random.default_rng(0).uniform(0, 1, (32, 96, 96, 3)).astype(np.float32)
+    return convert(model, dtype, rep)
+
+
+def fc_layer(dtype: str, sparsity: float, pattern: str) -> bytes:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((784,))
+    model = keras.Model(inp, keras.layers.Dense(300, activation="relu")(inp))
+    w, b = model.get_weights()
+    rows, cols = {"unstructured": (1, 1), "1x16": (1, 16), "16x1": (16, 1), "16x4": (16, 4)}[pattern]
+    model.set_weights([block_prune(w.T, sparsity, rows, cols).T, b])
+    rep = np.random.default_rng(0).uniform(0, 1, (32, 784)).astype(np.float32)
+    return convert(model, dtype, rep)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+class Runner:
+    """One interpreter configuration, timed by repeated invoke() calls."""
+
+    def __init__(self, model: bytes, kind: str, batch: int, threads: int, options: dict | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        import converters.delegate as cd
+
+        if kind == "xnnpack":
+            self.it = Interpreter(model_content=model, num_threads=threads)
+        else:
+            self.it = cd.interpreter(model, options=options or {}, num_threads=threads)
+        d = self.it.get_input_details()[0]
+        if d["shape"][0] != batch:
+            self.it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+        self.it.allocate_tensors()
+        d = self.it.get_input_details()[0]
+        rng = np.random.default_rng(0)
+        x = (rng.integers(-128, 128, d["shape"]).astype(np.int8) if d["dtype"] == np.int8
+             else rng.uniform(0, 1, d["shape"]).astype(np.float32))
+        self.it.set_tensor(d["index"], x)
+        self.it.invoke()
+        t0 = time.perf_counter()
+        self.it.invoke()
+        one = time.perf_counter() - t0
+        self.n = int(max(5, min(20000, 0.02 / max(one, 1e-7))))  # ~20 ms per sample
+
+    def sample(self) -> float:
+        invoke = self.it.invoke
+        t0 = time.perf_counter()
+        for _ in range(self.n):
+            invoke()
+        return (time.perf_counter() - t0) / self.n * 1e6  # us
+
+
+def measure(runners: dict[str, Runner], repeats: int) -> dict[str, float]:
+    """Median us per invoke, repeats interleaved across configurations."""
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, r in runners.items():
+            samples[k].append(r.sample())
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def compare(model: bytes, repeats: int, batches=(1, 8), threads=(1, 2), options: dict | None = None) -> list[dict]:
+    rows = []
+    for b in batches:
+        for t in threads:
+            runners = {"xnnpack": Runner(model, "xnnpack", b, t), "delegate": Runner(model, "delegate", b, t, options)}
+            res = measure(runners, repeats)
+            rows.append({"batch": b, "threads": t, "xnnpack_us": res["xnnpack"], "delegate_us": res["delegate"],
+                         "speedup": res["xnnpack"] / res["delegate"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    import ai_edge_litert
+    import tensorflow as tf
+
+    import converters.delegate as cd
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    isa = "avx512-vnni" if "avx512_vnni" in flags and "avx512bw" in flags else ("avx2" if " avx2" in flags else "scalar")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    return {"cpu": cpu, "logical_cpus": __import__("os").cpu_count(), "delegate_kernels": isa,
+            "python": sys.version.split()[0], "platform": platform.platform(), "tensorflow": tf.__version__,
+            "ai_edge_litert": getattr(ai_edge_litert, "__version__", "2.3.x"), "numpy": np.__version__,
+            "delegate_abi": cd.abi_tag(), "git_commit": commit, "loadavg_at_start": load,
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def table(rows: list[dict], title: str) -> list[str]:
+    out = [f"| {title} | batch | threads | XNNPACK dense (us) | delegate (us) | speed-up |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r.get('name', '')} | {r['batch']} | {r['threads']} | {r['xnnpack_us']:.2f} | "
+                   f"{r['delegate_us']:.2f} | **{r['speedup']:.2f}x** |")
+    return out
+
+
+def crossover(points: list[tuple[float, float]]) -> str:
+    """Sparsity where the speed-up crosses 1 (linear interpolation), '< min' or '> max'."""
+    points = sorted(points)
+    if points[0][1] >= 1:
+        return f"< {points[0][0]:.2f}"
+    for (s0, r0), (s1, r1) in zip(points, points[1:], strict=False):
+        if r0 < 1 <= r1:
+            return f"{s0 + (1 - r0) * (s1 - s0) / (r1 - r0):.2f}"
+    return f"> {points[-1][0]:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "sparse_delegate")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, sparsities and training data")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    info = machine()
+    settings = {"repeats": repeats, "epochs": args.epochs, "quick": args.quick, "timing": "median of interleaved "
+                "repeats, each ~20 ms of back-to-back invoke() calls from Python (includes ~0.4 us call overhead)",
+                "delegate_options": "defaults (min_sparsity 0.5, autotuned layouts)"}
+    result: dict = {"machine": info, "settings": settings}
+    md = ["# Sparse delegate benchmark", "", f"Generated by `benchmarks/sparse_delegate.py` on {info['date_utc']}.", "",
+          "Machine and versions: " + ", ".join(f"{k}={v}" for k, v in info.items()), "",
+          "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
+          "Speed-up = XNNPACK (default LiteRT interpreter) on the same pruned model stored dense, divided by the",
+          "same interpreter with the sparse delegate applied first (XNNPACK then runs what the delegate leaves).",
+          "Other processes shared the 2 cores during the run: absolute times are noisy, ratios less so.", ""]
+
+    print("training LeNet-300-100 tickets ...", flush=True)
+    tickets, acc_dense = lenet_tickets(args.data_dir, 1 if args.quick else args.epochs, args.quick)
+    lenet_rows = []
+    md += ["## LeNet-300-100 tickets (MNIST, trained, block-magnitude-pruned one-shot, fine-tuned with the mask)", "",
+           f"Dense LeNet-300-100 test accuracy: {acc_dense:.4f}.", ""]
+    for key, t in tickets.items():
+        print(f"timing {key} ...", flush=True)
+        rows = compare(t["model"], repeats)
+        for r in rows:
+            r["name"] = key
+        lenet_rows += rows
+        md.append(f"- `{key}`: weight sparsity {t['weight_sparsity']:.3f}, Keras test accuracy {t['accuracy']:.4f}"
+                  + (f", int8 TFLite accuracy {t['int8_accuracy']:.4f} (2000 test images)" if t["int8_accuracy"]
+                     else ""))
+    md += [""] + table(lenet_rows, "ticket") + [""]
+    result["lenet"] = {"dense_accuracy": acc_dense, "rows": lenet_rows,
+                       "tickets": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in tickets.items()}}
+
+    print("mobilenet_v1_025 ...", flush=True)
+    mb_rows = []
+    for dtype in ("float32", "int8"):
+        model = mobilenet(dtype, 0.9)
+        rows = compare(model, repeats)
+        for r in rows:
+            r["name"] = f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % {'16x4' if dtype == 'int8' else '16x1'}"
+        mb_rows += rows
+    md += ["## mobilenet_v1_025 (96x96x3, random weights), 90 % output-block sparsity on the 1x1 convolutions", ""]
+    md += table(mb_rows, "model") + [""]
+    result["mobilenet_v1_025"] = mb_rows
+
+    print("crossover sweep ...", flush=True)
+    sparsities = (0.5, 0.8, 0.95) if args.quick else (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+    sweep = []
+    for dtype in ("float32", "int8"):
+        for pattern in ("unstructured", "1x16", "16x1" if dtype == "float32" else "16x4"):
+            for s in sparsities:
+                model = fc_layer(dtype, s, pattern)
+                runners = {"xnnpack": Runner(model, "xnnpack", 1, 1), "delegate": Runner(model, "delegate", 1, 1,
+                                                                                          {"min_sparsity": 0})}
+                res = measure(runners, repeats)
+                sweep.append({"dtype": dtype, "pattern": pattern, "sparsity": s, "xnnpack_us": res["xnnpack"],
+                              "delegate_us": res["delegate"], "speedup": res["xnnpack"] / res["delegate"]})
+                print(f"  {dtype} {pattern} {s}: {sweep[-1]['speedup']:.2f}x", flush=True)
+    result["crossover_sweep"] = sweep
+    md += ["## Crossover sparsity (784->300 FC + ReLU, batch 1, 1 thread, random magnitude-pruned weights)", "",
+           "| dtype | pattern | crossover vs XNNPACK dense | " + " | ".join(f"{s:.2f}" for s in sparsities) + " |",
+           "|---|---|---|" + "---|" * len(sparsities)]
+    for dtype in ("float32", "int8"):
+        for pattern in ("unstructured", "1x16", "16x1" if dtype == "float32" else "16x4"):
+            pts = [(r["sparsity"], r["speedup"]) for r in sweep if r["dtype"] == dtype and r["pattern"] == pattern]
+            md.append(f"| {dtype} | {pattern} | {crossover(pts)} | " + " | ".join(f"{v:.2f}x" for _, v in pts) + " |")
+    md.append("")
+    md.append("![speed-up vs sparsity](sparse_delegate.png)")
+
+    from edge_lottery.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(md) + "\n")
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for dtype, ls in (("float32", "-"), ("int8", "--")):
+        for pattern in ("unstructured", "1x16", "16x1", "16x4"):
+            pts = [(r["sparsity"], r["speedup"]) for r in sweep if r["dtype"] == dtype and r["pattern"] == pattern]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), ls, marker="o", label=f"{dtype} {pattern}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("weight sparsity")
+    ax.set_ylabel("speed-up vs XNNPACK dense")
+    ax.set_yscale("log")
+    ax.set_title("784->300 FC, batch 1, 1 thread")
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(args.out.with_suffix(".png"), buf.getvalue())
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

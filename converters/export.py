@@ -114,7 +114,13 @@ def _load_keras_file(path: Path) -> Any:
     except Exception as exc:  # Keras raises many kinds; the first line names the problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConverterError(f"cannot load Keras model {path}: {first[:300]}") from exc
-    if any(type(layer).__name__ == "PruneLowMagnitude" for layer in getattr(model, "layers", [])):
+    wrappers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ == "PruneLowMagnitude"]
+    if wrappers:
+        # A checkpoint can hold weights the mask has not been re-applied to (the mask acts in the
+        # forward pass); apply it before stripping so the exported zeros are the ticket's.
+        for layer in wrappers:
+            for weight, mask, _threshold in getattr(layer, "pruning_vars", []):
+                weight.assign(weight * mask)
         model = tfmot.sparsity.keras.strip_pruning(model)
     if not isinstance(model, tf_keras.Model):
         raise ConverterError(expected(f"model in {path}", "a tf_keras Model", type(model).__name__))
@@ -221,6 +227,9 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
         payload = flat
         lines.append(f"TFLite ({options.quantize}{', sparse' if options.sparse else ''}): {len(flat)} B, "
                      f"{len(report['sparse_tensors'])} sparse tensors, {info.total_macs:,} MACs")
+        if options.sparse and not report["sparse_tensors"]:
+            lines.append("no FC weight had a smaller sparse encoding (int8 needs whole zero 1x16 blocks: "
+                         "search with --pattern block1x16); the weights stay dense")
     elif options.format == "archive" and options.quantize in TFLM_UNRUNNABLE:
         payload = _archive(flat, None, report, lines)
     else:

@@ -133,3 +133,30 @@ def test_export_from_search_work_dir(tmp_path):
     report = json.loads((tmp_path / "ticket.tflite.report.json").read_text())
     assert report["source"]["kind"] == "search" and report["source"]["level"] == 1
     assert report["representative"].startswith("dataset digits")
+
+
+def test_h5_with_pruning_wrappers_is_remasked_and_stripped(tmp_path):
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    from converters.export import load_source
+
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(16),
+                             keras.layers.Dense(10)])
+    sched = tfmot.sparsity.keras.ConstantSparsity(0.75, 0, frequency=1)
+    model = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=sched)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    model.fit(x, np.arange(32) % 10, epochs=2, batch_size=8, verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    wrapper = model.layers[1]
+    weight, mask, _ = wrapper.pruning_vars[0]
+    weight.assign(weight + 0.5)  # what a mid-epoch checkpoint can hold: pruned weights moved off zero
+    path = tmp_path / "pruned.h5"
+    model.save(path)
+    loaded = load_source(path)
+    kernel = loaded.model.layers[1].get_weights()[0]
+    assert not any("prune" in type(layer).__name__.lower() for layer in loaded.model.layers)
+    assert np.array_equal(kernel == 0, mask.numpy() == 0)
+    assert abs(float(np.mean(kernel == 0)) - 0.75) < 0.01

@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                  "as the paper's P_m; test accuracy is at the end of training, *_at_early_stop at the step of "
                  "minimum validation loss (5K held-out training images), as in the paper."),
         "wall_seconds_this_invocation": wall,
+        # From the work directory, so a resumed or repeated invocation still reports the search's span.
+        "search_span_seconds": max((p.stat().st_mtime for p in work.rglob("COMPLETE")), default=0.0)
+        - (work / "search.json").stat().st_mtime,
+        "speed_note": ("seconds include validation on 5K images every 100 steps and a test evaluation at every "
+                       "new best validation loss; the machine was shared with other jobs (load average above)"),
         "train_seconds_total": sum(r["train_seconds"] for r in rows),
         "mean_seconds_per_eval_interval": (sum(epoch_seconds) / len(epoch_seconds)) if epoch_seconds else None,
         "eval_interval_steps": result.summary["training"]["eval_every"],

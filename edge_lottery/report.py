@@ -140,10 +140,12 @@ def plot_accuracy_vs_density(rows: Sequence[Mapping[str, Any]], path: Path, *, t
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel("test accuracy (%)" if metric == "test_accuracy" else "test loss")
     ticks = sorted({round(100 * r["density"], 1) for r in rows}, reverse=True)
-    if len(ticks) <= 12:
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks], rotation=45)
-        ax.minorticks_off()
+    if len(ticks) > 10:  # label every n-th level, always the densest and the sparsest
+        step = -(-len(ticks) // 8)
+        ticks = sorted(set(ticks[::step]) | {ticks[-1]}, reverse=True)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks], rotation=45)
+    ax.minorticks_off()
     ax.grid(True, alpha=0.3)
     ax.legend()
     if title:

@@ -33,6 +33,7 @@ MODELS = {
                                   rep_range=(-3.0, 1.0)),
     "i8_pertensor_n1to1": lambda: mlp((24, 20, 5), 0.6, "16x4", "int8", activation="relu_n1_to_1", use_bias=False,
                                       per_tensor=True, rep_range=(-0.5, 2.0)),
+    "i8_wide": lambda: mlp((4200, 20, 8), 0.9, "16x4", "int8", rep_range=(-2.0, 1.0)),
     "f32_conv_densify": lambda: convnet(9, 3, CONVS, 0.7, "16x1", "float32", sparse_format=True),
     "i8_conv": lambda: convnet(9, 3, CONVS, 0.7, "16x4", "int8", rep_range=(-1.0, 0.5)),
 }
@@ -129,6 +130,15 @@ def test_random_layouts_isas_threads_batches_match_reference(name, batch, layout
     it = cd.interpreter(model, options={"layouts": layouts, "isa": isa, "num_threads": threads, "min_sparsity": 0},
                         num_threads=threads)
     _assert_same(_run(it, x), _reference(model, x))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_wide_int8_input_both_vnni_paths(batch):
+    """Inputs up to 16 KiB are converted to unsigned once; larger ones on the fly (batch 5 x 4200)."""
+    model = MODELS["i8_wide"]()
+    x = _input(ai.Interpreter(model_content=model), batch, 21)
+    for isa in ("auto", "scalar"):
+        _assert_same(_run(cd.interpreter(model, options={"isa": isa, "layouts": "16x4"}), x), _reference(model, x))
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n.startswith("i8_")])

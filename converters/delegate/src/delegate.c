@@ -185,7 +185,7 @@ static int weight_source(EdgeContext* ctx, OpSpec* s, int w_t, const int* densif
 }
 
 static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, const int* densify_of, OpSpec* s,
-                   char* why, size_t whylen) {
+                   int apply_min_sparsity, char* why, size_t whylen) {
   EdgeNode* node;
   EdgeRegistration* reg;
   memset(s, 0, sizeof(*s));
@@ -292,7 +292,7 @@ static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, con
     zeros += s->dtype == EDGE_F32 ? ((const float*)w)[i] == 0.f : ((const int8_t*)w)[i] == 0;
   free(w);
   s->sparsity = total ? (float)zeros / (float)total : 0.f;
-  if (!s->sparse_input && s->sparsity < dd->opt.min_sparsity)
+  if (apply_min_sparsity && !s->sparse_input && s->sparsity < dd->opt.min_sparsity)
     DECLINE("sparsity %.3f < min_sparsity %.3f", s->sparsity, dd->opt.min_sparsity);
   return 0;
 }
@@ -563,10 +563,7 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
     Op* op = &k->ops[k->nops];
     char why[200];
     /* min_sparsity was applied when claiming; do not re-apply it here */
-    const float saved = dd->opt.min_sparsity;
-    dd->opt.min_sparsity = -1.f;
-    const int rc = analyze(ctx, dd, nodes->data[i], densify_of, &op->s, why, sizeof(why));
-    dd->opt.min_sparsity = saved;
+    const int rc = analyze(ctx, dd, nodes->data[i], densify_of, &op->s, 0, why, sizeof(why));
     if (rc != 0) {
       snprintf(k->error, sizeof(k->error), "node %d: %s", nodes->data[i], why);
       break;
@@ -802,7 +799,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     if (reg->builtin_code != eOpFullyConnected && reg->builtin_code != eOpConv2D) continue;
     OpSpec s;
     char why[200];
-    if (analyze(ctx, dd, nodes[i], densify_of, &s, why, sizeof(why)) != 0) {
+    if (analyze(ctx, dd, nodes[i], densify_of, &s, 1, why, sizeof(why)) != 0) {
       vlog(dd, "node %d: %s declined: %s", nodes[i], reg->builtin_code == eOpConv2D ? "CONV_2D" : "FULLY_CONNECTED",
            why);
       continue;

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import re
@@ -41,6 +42,8 @@ import numpy as np
 
 from edge_lottery.atomic import atomic_write_bytes, atomic_write_json
 from edge_lottery.errors import WorkDirError, expected
+
+log = logging.getLogger(__name__)
 
 FORMAT = "edge-lottery-search/1"
 SEARCH_JSON = "search.json"
@@ -153,6 +156,10 @@ class WorkDir:
                     f"work directory {root} holds a different search ({key} differs: {detail}); "
                     "use another --out directory"
                 )
+        if record.get("versions") != existing.record.get("versions"):
+            log.warning("resuming %s with other library versions than it was started with (%s, now %s); "
+                        "new levels may not be bit-identical to an uninterrupted run", root,
+                        existing.record.get("versions"), record.get("versions"))
         return existing
 
     @classmethod

@@ -320,7 +320,9 @@ def test_user_keras_model_and_array_dataset(tmp_path):
     before = [w.copy() for w in model.get_weights()]
     data = ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test))
     work = tmp_path / "user"
-    result = LotteryTicketSearch(model, data, work_dir=work, levels=1, epochs=2, **FAST).run()
+    result = LotteryTicketSearch(model, data, work_dir=work, target_sparsity=0.3, epochs=2, **FAST).run()
+    # F = 0.2: level 1 reaches sparsity 0.2, level 2 0.36 >= 0.3, so the search stops after level 2.
+    assert [r.level for r in result.levels] == [0, 1, 2] and result.summary["finished"] is True
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))  # untouched
     theta, _ = _theta_k(work)
     assert np.array_equal(theta["hidden/kernel"], before[0])  # θ_0 is the user's initial weights
@@ -330,3 +332,4 @@ def test_user_keras_model_and_array_dataset(tmp_path):
     masks, weights = _level(work, 1)
     assert np.array_equal(loaded.get_layer("hidden").kernel.numpy(), weights["hidden/kernel"])
     assert result.levels[1].density == pytest.approx(0.8, abs=0.01)
+    assert "logits/kernel" not in masks  # user models keep the output layer dense by default

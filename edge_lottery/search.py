@@ -306,7 +306,8 @@ class LotteryTicketSearch:
     ``((x_train, y_train), [(x_val, y_val),] (x_test, y_test))``.
     ``config``: a :class:`SearchConfig`; ``**overrides`` replace its fields, and fields of
     :class:`TrainConfig` (``epochs=2``, ``learning_rate=...``) replace training defaults.
-    ``strategy``: a ``tf.distribute`` strategy; models and optimizers are created in its scope.
+    ``strategy``: a ``tf.distribute`` strategy; models and optimizers are created in its scope
+    (a search constructed inside ``with strategy.scope():`` picks that strategy up).
     ``callbacks``: extra Keras callbacks for every training run; a callback with an
     ``on_level_begin(branch, level, model)`` method is told when each run starts.
 
@@ -348,6 +349,11 @@ class LotteryTicketSearch:
         self.train: TrainConfig = self.config.train  # type: ignore[assignment]
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks or [])
+        if strategy is None and "tensorflow" in __import__("sys").modules:
+            import tensorflow as tf
+
+            if tf.distribute.has_strategy():  # constructed inside `with strategy.scope():`
+                strategy = tf.distribute.get_strategy()
         self.strategy = strategy
         self.progress = progress
         self.total_steps = self.train.total_steps(len(self.dataset.x_train))

@@ -90,8 +90,11 @@ MIRRORED = textwrap.dedent(
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
-    result = LotteryTicketSearch("lenet_300_100", "digits", work_dir=sys.argv[1], levels=1, epochs=2,
-                                 strategy=strategy, steps_per_execution=5).run()
+    with strategy.scope():  # no strategy= argument: the search picks up the enclosing one
+        lts = LotteryTicketSearch("lenet_300_100", "digits", work_dir=sys.argv[1], levels=1, epochs=2,
+                                  steps_per_execution=5)
+    assert lts.strategy is strategy
+    result = lts.run()
     ticket = result.ticket(1)
     model = ticket.model()
     zeros_ok = all(

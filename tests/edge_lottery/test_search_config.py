@@ -128,3 +128,22 @@ def test_model_dependent_checks_fail_before_training(tmp_path):
         LotteryTicketSearch("lenet_300_100", "digitz", work_dir=work, levels=1)
     with pytest.raises(ConfigError, match="argument"):
         LotteryTicketSearch("lenet_300_100", "digits", work_dir=work, levels=1, epoch=3)
+
+
+def test_target_sparsity_already_passed_by_a_sparse_user_model(tmp_path):
+    import numpy as np
+    import tf_keras
+
+    from edge_lottery.data import load_dataset
+    from edge_lottery.search import LotteryTicketSearch
+
+    ds = load_dataset("digits")
+    model = tf_keras.Sequential([tf_keras.Input(shape=(8, 8, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(16, name="hidden"), tf_keras.layers.Dense(10, name="out")])
+    kernel = model.get_layer("hidden").kernel
+    kernel.assign(np.where(np.arange(kernel.shape[0] * kernel.shape[1]).reshape(kernel.shape) % 2 == 0,
+                           0.0, kernel.numpy()))  # half of the pruned layer is already zero
+    data = ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test))
+    with pytest.raises(ConfigError, match="already passed"):
+        LotteryTicketSearch(model, data, work_dir=tmp_path / "w", target_sparsity=0.4)
+    assert not (tmp_path / "w").exists()

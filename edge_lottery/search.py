@@ -37,7 +37,7 @@ from edge_lottery import _tf_env  # noqa: F401
 from edge_lottery import config as config_lib
 from edge_lottery import masks as masks_lib
 from edge_lottery.config import SearchConfig, TrainConfig
-from edge_lottery.errors import ConfigError, DataError, ModelError, expected
+from edge_lottery.errors import ConfigError, DataError, ModelError, WorkDirError, expected
 from edge_lottery.workdir import TICKET, WorkDir, versions
 
 log = logging.getLogger(__name__)
@@ -591,7 +591,8 @@ class LotteryTicketSearch:
                 if self.wd.is_finished(level, branch):
                     saved = self.wd.load_level(level, branch)[0]
                     if branch != "random_prune" and not all(np.array_equal(saved[i], masks[i]) for i in masks):
-                        raise ModelError(f"level {level} ({branch}) on disk has other masks than the search computes")
+                        raise WorkDirError(f"work directory {self.wd.root} is inconsistent: level {level} ({branch}) "
+                                           "has other masks than the previous level's weights give")
                     continue
                 fresh = None
                 if branch == "reinit":

@@ -74,9 +74,13 @@ def mlp(
     rep_range: tuple[float, float] = (-1.0, 1.0),
     use_bias: bool = True,
     per_tensor: bool = False,
+    image: tuple[int, ...] | None = None,
     seed: int = 0,
 ) -> bytes:
-    """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``."""
+    """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``.
+
+    With ``image`` the input has that shape and is flattened first (a RESHAPE in the TFLite model).
+    """
     import tensorflow as tf
     import tf_keras as keras
 
@@ -84,8 +88,8 @@ def mlp(
     rng = np.random.default_rng(seed)
     if activation == "relu_n1_to_1":
         activation = lambda t: tf.clip_by_value(t, -1.0, 1.0)  # noqa: E731  (fused as RELU_N1_TO_1)
-    inp = keras.Input((sizes[0],), batch_size=None)
-    x = inp
+    inp = keras.Input(image if image else (sizes[0],), batch_size=None)
+    x = keras.layers.Flatten()(inp) if image else inp
     for i, n in enumerate(sizes[1:]):
         act = activation if i < len(sizes) - 2 else None
         x = keras.layers.Dense(n, activation=act, use_bias=use_bias)(x)
@@ -97,7 +101,7 @@ def mlp(
             if use_bias:
                 ws[1] = rng.normal(0, 0.1, ws[1].shape).astype(np.float32)
             layer.set_weights(ws)
-    return _convert(model, dtype, rep_range, sparse_format, (sizes[0],), seed, per_tensor)
+    return _convert(model, dtype, rep_range, sparse_format, image or (sizes[0],), seed, per_tensor)
 
 
 @functools.cache

@@ -318,6 +318,12 @@ typedef struct Kernel {
   int nint;
   int* int_t;
   void** int_buf;
+  int nalias; /* claimed RESHAPE nodes: their output is their input's memory */
+  int* alias_out;
+  int* alias_in;
+  int ncopy; /* claimed RESHAPEs whose output is also a partition output */
+  int* copy_out;
+  int* copy_in;
   EdgePool* pool;
   int nthreads;
   void** scratch;
@@ -515,11 +521,21 @@ static void kernel_destroy(Kernel* k) {
   for (int i = 0; i < k->nint; i++) free(k->int_buf[i]);
   free(k->int_buf);
   free(k->int_t);
+  free(k->alias_out);
+  free(k->alias_in);
+  free(k->copy_out);
+  free(k->copy_in);
   if (k->scratch)
     for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
   free(k->scratch);
   edge_pool_destroy(k->pool);
   free(k);
+}
+
+static int resolve_alias(const Kernel* k, int t) {
+  for (int i = 0; i < k->nalias; i++)
+    if (k->alias_out[i] == t) return k->alias_in[i];
+  return t;
 }
 
 static int in_array(const EdgeIntArray* a, int v) {
@@ -541,7 +557,12 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
   k->ops = (Op*)calloc((size_t)nodes->size, sizeof(Op));
   k->int_t = (int*)calloc((size_t)nodes->size, sizeof(int));
   k->int_buf = (void**)calloc((size_t)nodes->size, sizeof(void*));
-  if (!densify_of || !k->ops || !k->int_t || !k->int_buf) {
+  k->alias_out = (int*)calloc((size_t)nodes->size, sizeof(int));
+  k->alias_in = (int*)calloc((size_t)nodes->size, sizeof(int));
+  k->copy_out = (int*)calloc((size_t)nodes->size, sizeof(int));
+  k->copy_in = (int*)calloc((size_t)nodes->size, sizeof(int));
+  if (!densify_of || !k->ops || !k->int_t || !k->int_buf || !k->alias_out || !k->alias_in || !k->copy_out ||
+      !k->copy_in) {
     free(densify_of);
     snprintf(k->error, sizeof(k->error), "out of memory");
     return k;
@@ -560,6 +581,16 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
     EdgeRegistration* reg;
     if (ctx->GetNodeAndRegistration(ctx, nodes->data[i], &node, &reg) != eStatusOk) continue;
     if (reg->builtin_code == eOpDensify) continue;
+    if (reg->builtin_code == eOpReshape) {
+      if (in_array(params->output_tensors, node->outputs->data[0])) { /* runtime-owned output: copy */
+        k->copy_out[k->ncopy] = node->outputs->data[0];
+        k->copy_in[k->ncopy++] = node->inputs->data[0];
+        continue;
+      }
+      k->alias_out[k->nalias] = node->outputs->data[0];
+      k->alias_in[k->nalias++] = node->inputs->data[0];
+      continue;
+    }
     Op* op = &k->ops[k->nops];
     char why[200];
     /* min_sparsity was applied when claiming; do not re-apply it here */
@@ -607,7 +638,7 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
   for (int i = 0; i < k->nops; i++) {
     Op* op = &k->ops[i];
     OpSpec* s = &op->s;
-    const EdgeTensor* in = &ctx->tensors[s->in_t];
+    const EdgeTensor* in = &ctx->tensors[resolve_alias(k, s->in_t)];
     const EdgeTensor* out = &ctx->tensors[s->out_t];
     if (s->kind == KIND_FC) {
       const int64_t ni = numel(in);
@@ -667,6 +698,7 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
 }
 
 static void* tensor_ptr(EdgeContext* ctx, Kernel* k, int t) {
+  t = resolve_alias(k, t);
   for (int i = 0; i < k->nint; i++)
     if (k->int_t[i] == t) return k->int_buf[i];
   return ctx->tensors[t].data;
@@ -737,6 +769,11 @@ static void run_share(void* arg, int share, int nshares) {
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
   Kernel* k = (Kernel*)node->user_data;
   if (!k || k->error[0]) return eStatusError;
+  for (int i = 0; i < k->ncopy; i++) {
+    const void* src = tensor_ptr(ctx, k, k->copy_in[i]);
+    void* dst = ctx->tensors[k->copy_out[i]].data;
+    if (src && dst && src != dst) memcpy(dst, src, ctx->tensors[k->copy_out[i]].bytes);
+  }
   for (int i = 0; i < k->nops; i++) {
     Op* op = &k->ops[i];
     Job j = {k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
@@ -818,6 +855,33 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
       nconv++;
     vlog(dd, "node %d: %s claimed (sparsity %.3f%s)", nodes[i], s.kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D",
          s.sparsity, s.sparse_input ? ", sparse-encoded weights" : "");
+  }
+  /* A RESHAPE (Keras Flatten) whose only consumer is a claimed FULLY_CONNECTED is claimed too and
+   * becomes an alias: it saves a separate partition (and its invoke) for the next delegate. */
+  const int nclaimed = claim->size;
+  for (int i = 0; i < nplan && nclaimed > 0; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk || reg->builtin_code != eOpReshape)
+      continue;
+    if (!node->inputs || node->inputs->size < 1 || !node->outputs || node->outputs->size != 1) continue;
+    const int ti = node->inputs->data[0], to = node->outputs->data[0];
+    if (!tensor_ok(ctx, ti) || !tensor_ok(ctx, to) || uses[to] != 1) continue;
+    const EdgeTensor* a = &ctx->tensors[ti];
+    const EdgeTensor* b = &ctx->tensors[to];
+    if (a->type != b->type || a->bytes != b->bytes || a->params.scale != b->params.scale ||
+        a->params.zero_point != b->params.zero_point || (a->type != eTypeFloat32 && a->type != eTypeInt8))
+      continue;
+    int consumer_claimed = 0;
+    for (int c = 0; c < nclaimed && !consumer_claimed; c++) {
+      EdgeNode* cn;
+      EdgeRegistration* cr;
+      if (ctx->GetNodeAndRegistration(ctx, claim->data[c], &cn, &cr) != eStatusOk) continue;
+      consumer_claimed = cr->builtin_code == eOpFullyConnected && cn->inputs && cn->inputs->data[0] == to;
+    }
+    if (!consumer_claimed) continue;
+    claim->data[claim->size++] = nodes[i];
+    vlog(dd, "node %d: RESHAPE claimed (alias feeding a claimed FULLY_CONNECTED)", nodes[i]);
   }
   int rc = eStatusOk;
   if (claim->size > 0) {

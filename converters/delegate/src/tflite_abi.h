@@ -36,7 +36,7 @@ enum { eActNone = 0, eActRelu = 1, eActReluN1To1 = 2, eActRelu6 = 3 };
 /* TfLitePadding. */
 enum { ePadUnknown = 0, ePadSame = 1, ePadValid = 2 };
 /* Builtin operator codes (schema BuiltinOperator). */
-enum { eOpConv2D = 3, eOpFullyConnected = 9, eOpDelegate = 51, eOpDensify = 124 };
+enum { eOpConv2D = 3, eOpFullyConnected = 9, eOpReshape = 22, eOpDelegate = 51, eOpDensify = 124 };
 
 typedef struct EdgeIntArray {
   int size;

@@ -112,7 +112,7 @@ def lenet_tickets(data_dir: Path, epochs: int, quick: bool):
                 for ly, mk in zip(layers, masks, strict=True):
                     ly.kernel.assign(ly.kernel * mk)
 
-        stripped.compile(keras.optimizers.Adam(5e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        stripped.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                          metrics=["accuracy"])
         stripped.fit(xtr[..., None], ytr, batch_size=128, epochs=epochs, verbose=0, callbacks=[KeepMask()])
         stripped.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

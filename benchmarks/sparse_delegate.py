@@ -288,14 +288,16 @@ def table(rows: list[dict], title: str, overhead: float | None = None) -> list[s
 
 
 def crossover(points: list[tuple[float, float]]) -> str:
-    """Sparsity where the speed-up crosses 1 (linear interpolation), '< min' or '> max'."""
+    """Sparsity from which the speed-up stays >= 1 (linear interpolation), '< min' or '> max'."""
     points = sorted(points)
-    if points[0][1] >= 1:
+    below = [i for i, (_, r) in enumerate(points) if r < 1]
+    if not below:
         return f"< {points[0][0]:.2f}"
-    for (s0, r0), (s1, r1) in zip(points, points[1:], strict=False):
-        if r0 < 1 <= r1:
-            return f"{s0 + (1 - r0) * (s1 - s0) / (r1 - r0):.2f}"
-    return f"> {points[-1][0]:.2f}"
+    i = below[-1]
+    if i == len(points) - 1:
+        return f"> {points[-1][0]:.2f}"
+    (s0, r0), (s1, r1) = points[i], points[i + 1]
+    return f"{s0 + (1 - r0) * (s1 - s0) / (r1 - r0):.2f}"
 
 
 def main() -> None:

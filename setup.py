@@ -23,9 +23,12 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5", "pyserial>=3.5", "adbutils>=2.0"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5", "pyserial>=3.5", "adbutils>=2.0", "pyjls>=0.17"],
     "serial": ["pyserial>=3.5"],
     "android": ["adbutils>=2.0"],
+    # power instruments: PPK2 and LPM01A speak over pyserial; Joulescope needs its own library
+    "instruments": ["pyserial>=3.5", "pyjls>=0.17"],
+    "joulescope": ["joulescope>=1.5", "pyjls>=0.17"],
 }
 
 # ---- DELEGATE BUILD (owned by the sparse delegate; see converters/delegate) ----

@@ -44,19 +44,24 @@ def _comparable(summary: dict) -> dict:
     return {**summary, "levels": rows, "versions": None}
 
 
+def _kill_when(proc: subprocess.Popen, path: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_search_resumes_to_the_same_summary(tmp_path):
     # The uninterrupted run and the one to be killed start together (two cores, two processes).
     fresh, killed = tmp_path / "fresh", tmp_path / "killed"
-    p_fresh, proc = _run(fresh), _run(killed)
-    # SIGKILL as soon as level 2 of the ticket branch starts training.
-    marker = killed / "tensorboard" / "ticket" / "level_2"
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "level 2 never started"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    p_fresh = _run(fresh)
+    # First SIGKILL while level 1 is being written (its masks exist, its marker may not yet),
+    _kill_when(_run(killed), killed / "level_1" / "masks.npz")
+    # then, after a restart, as soon as level 2 of the ticket branch starts training.
+    _kill_when(_run(killed), killed / "tensorboard" / "ticket" / "level_2")
     assert (killed / "level_1" / "COMPLETE").exists()
     assert not (killed / "level_2" / "COMPLETE").exists()
     level1 = (killed / "level_1" / "weights.npz").read_bytes()

@@ -147,3 +147,30 @@ def test_target_sparsity_already_passed_by_a_sparse_user_model(tmp_path):
     with pytest.raises(ConfigError, match="already passed"):
         LotteryTicketSearch(model, data, work_dir=tmp_path / "w", target_sparsity=0.4)
     assert not (tmp_path / "w").exists()
+
+
+def test_first_layer_floor_output_rate_and_exclusions_in_next_masks(tmp_path):
+    import numpy as np
+
+    from edge_lottery import masks as masks_lib
+    from edge_lottery.search import LotteryTicketSearch
+
+    lts = LotteryTicketSearch("lenet_300_100", "digits", work_dir=tmp_path / "w", levels=3, prune_fraction=0.5,
+                              first_layer_density=0.9)
+    assert lts.excluded == () and set(lts.prunable) == {"fc1/kernel", "fc2/kernel", "output/kernel"}
+    rng = np.random.default_rng(0)
+    weights = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in lts.prunable.items()}
+    weights["fc1/kernel"] *= 1e-3  # a global ranking would prune fc1 almost entirely
+    ones = {k: np.ones(v.shape, np.float32) for k, v in weights.items()}
+    new = lts.next_masks(weights, ones)
+    dens = masks_lib.layer_densities(new)
+    assert dens["fc1/kernel"] == pytest.approx(0.9, abs=1e-3)  # held at the floor
+    assert dens["output/kernel"] == pytest.approx(0.9, abs=0.01)  # its own rate (registry default 10 %)
+    assert dens["fc2/kernel"] == pytest.approx(0.5, abs=1e-3)  # the rest of the global pool
+    assert masks_lib.is_nested(new, ones)
+    again = lts.next_masks(weights, new)
+    assert masks_lib.layer_densities(again)["fc1/kernel"] == pytest.approx(0.9, abs=1e-3)
+
+    kept = LotteryTicketSearch("lenet_300_100", "digits", work_dir=tmp_path / "k", levels=1, keep_output=True,
+                               exclude=("fc2",))
+    assert set(kept.prunable) == {"fc1/kernel"} and set(kept.excluded) == {"fc2", "output"}

@@ -46,14 +46,15 @@ def test_sources_cross_compile_for_aarch64_with_neon():
     assert "__ARM_NEON" in proc.stdout
 
 
-def test_library_links_only_libc_libm_and_exports_three_symbols():
+def test_library_links_only_libc_libm_and_exports_four_symbols():
     lib = cd.library_path()
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("binutils nm not installed")
     syms = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
     exported = sorted(line.split()[-1] for line in syms.splitlines() if " T " in line)
-    assert exported == ["edge_sparse_delegate_abi", "tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate"]
+    assert exported == ["edge_sparse_delegate_abi", "edge_sparse_delegate_requant_check",
+                        "tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate"]
     needed = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True).stdout
     libs = sorted(line.split("[")[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line)
     assert set(libs) <= {"libc.so.6", "libm.so.6"}, libs

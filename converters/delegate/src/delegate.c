@@ -929,6 +929,50 @@ static int parse_layouts(const char* v, unsigned* mask) {
 
 EXPORT const char* edge_sparse_delegate_abi(void) { return EDGE_ABI_TAG; }
 
+/* Test entry point, not used by the runtime: runs the int8 requantization epilogue of the kernel set
+ * `isa` (auto/avx512/avx2/scalar, as the option) on n accumulators with per-channel bias, Q31
+ * multiplier and TFLite shift, so the vector versions can be compared with the scalar reference.
+ * Returns the name of the kernel set that ran, or NULL on bad arguments / out of memory. */
+EXPORT const char* edge_sparse_delegate_requant_check(const char* isa, int rmode, int n, const int32_t* acc,
+                                                      const int32_t* bias, const int32_t* mult,
+                                                      const int32_t* shift, int32_t zp, int32_t qmin, int32_t qmax,
+                                                      int8_t* y) {
+  if (!isa || n < 0 || rmode < EDGE_ROUND_DOUBLE_AWAY || rmode > EDGE_ROUND_SINGLE) return NULL;
+  static EdgeKernelTable kt;
+  select_kernels(&kt, isa);
+  const size_t np = ((size_t)n + 15) & ~(size_t)15;
+  int32_t* buf = (int32_t*)calloc(np * 6 + 1, sizeof(int32_t));
+  if (!buf) return NULL;
+  int32_t *a = buf, *b = buf + np, *m = buf + 2 * np, *ls = buf + 3 * np, *rs = buf + 4 * np, *ts = buf + 5 * np;
+  for (int i = 0; i < n; i++) {
+    if (shift[i] < -31 || shift[i] > 30 || mult[i] < 0) {
+      free(buf);
+      return NULL;
+    }
+    a[i] = acc[i];
+    b[i] = bias[i];
+    m[i] = mult[i];
+    ls[i] = shift[i] > 0 ? shift[i] : 0;
+    rs[i] = shift[i] > 0 ? 0 : -shift[i];
+    ts[i] = 31 - shift[i];
+  }
+  EdgeEpilogue e;
+  memset(&e, 0, sizeof(e));
+  e.bias_s8 = b;
+  e.bias_u8 = b;
+  e.mult = m;
+  e.lshift = ls;
+  e.rshift = rs;
+  e.tshift = ts;
+  e.rmode = rmode;
+  e.zp_out = zp;
+  e.qmin = qmin;
+  e.qmax = qmax;
+  kt.requant(&e, a, y, n);
+  free(buf);
+  return kt.isa;
+}
+
 EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t num_options,
                                                    void (*report_error)(const char*)) {
   /* The Python loader passes the count as a C int: only the low 32 bits are defined. */

@@ -66,9 +66,14 @@ typedef struct EdgeEpilogue {
 typedef void (*EdgeGemmFn)(const EdgePacked* p, const EdgeEpilogue* e, const void* x, int M, int ldx,
                            void* y, int ldy, int n0, int n1);
 
+/* The int8 epilogue alone: y[i] = clamp(zp + requant(acc[i] + bias_s8[i])) for channels [0, n).
+ * Exposed per ISA so a test can hold the vector versions against the scalar reference. */
+typedef void (*EdgeRequantFn)(const EdgeEpilogue* e, const int32_t* acc, int8_t* y, int n);
+
 typedef struct EdgeKernelTable {
   const char* isa;
   EdgeGemmFn gemm[2][EDGE_LAYOUT_COUNT]; /* [dtype][layout]; NULL = not available */
+  EdgeRequantFn requant;
 } EdgeKernelTable;
 
 EDGE_HIDDEN void edge_kernels_scalar(EdgeKernelTable* t);

@@ -13,30 +13,28 @@
 #define EDGE_SFX(name) edge_avx512_##name
 #include "kernels_generic_impl.h"
 
-/* Lane-exact SaturatingRoundingDoublingHighMul for b > 0 (multipliers are positive Q31). */
-static inline __m512i srdhm16(__m512i a, __m512i b) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i pos = _mm512_set1_epi64(1LL << 30);
-  const __m512i neg = _mm512_set1_epi64(1 - (1LL << 30));
-  const __m512i m31 = _mm512_set1_epi64((1LL << 31) - 1);
-  __m512i pe = _mm512_mul_epi32(a, b);
-  __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(b, 32));
-  pe = _mm512_add_epi64(pe, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(pe, zero), pos, neg));
-  po = _mm512_add_epi64(po, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(po, zero), pos, neg));
-  /* divide by 2^31 truncating toward zero: add 2^31-1 to negatives, then arithmetic shift */
-  pe = _mm512_srai_epi64(_mm512_add_epi64(pe, _mm512_and_si512(_mm512_srai_epi64(pe, 63), m31)), 31);
-  po = _mm512_srai_epi64(_mm512_add_epi64(po, _mm512_and_si512(_mm512_srai_epi64(po, 63), m31)), 31);
-  return _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+/* Lane-exact SaturatingRoundingDoublingHighMul for b >= 0 (multipliers are non-negative Q31).
+ * TFLite's form is  trunc((a*b + nudge) / 2^31)  with nudge = 2^30 for a*b >= 0 and 1 - 2^30 below;
+ * for a*b < 0, truncation toward zero is ceil(v / 2^31) = floor((v + 2^31 - 1) / 2^31), and
+ * v + 2^31 - 1 = a*b + 2^30 again, so both signs reduce to  floor((a*b + 2^30) / 2^31)  (the
+ * saturating case a = b = INT32_MIN cannot occur for b >= 0).  That is one 64-bit add and one
+ * shift per product; the result fits int32, so even lanes take bits 31..62 with a logical shift
+ * right and odd lanes put the same bits into their high dword with a shift left by one.
+ * b_odd = b >> 32 (64-bit lanes), precomputed per panel. */
+static inline __m512i srdhm16(__m512i a, __m512i b, __m512i b_odd) {
+  const __m512i half = _mm512_set1_epi64(1LL << 30);
+  const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(a, b), half);
+  const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), b_odd), half);
+  return _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 31), _mm512_slli_epi64(po, 1));
 }
 
-static inline __m512i rdbpot16(__m512i x, __m512i e, int away) {
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
+/* RoundingDivideByPOT with per-lane exponent e, remainder mask (2^e - 1) and threshold (mask >> 1)
+ * precomputed; away: ties away from zero (TFLite), else ties toward +inf (ruy). */
+static inline __m512i rdbpot16(__m512i x, __m512i e, __m512i mask, __m512i thr, int away) {
   const __m512i rem = _mm512_and_si512(x, mask);
-  __m512i thr = _mm512_srai_epi32(mask, 1);
   if (away) thr = _mm512_add_epi32(thr, _mm512_srli_epi32(x, 31));
-  __m512i r = _mm512_srav_epi32(x, e);
-  return _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, one);
+  const __m512i r = _mm512_srav_epi32(x, e);
+  return _mm512_mask_sub_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, _mm512_set1_epi32(-1));
 }
 
 /* Single rounding: (x * m + 2^(t-1)) >> t in 64 bits, saturated to int32 (t = 31 - shift >= 1). */
@@ -56,37 +54,58 @@ static inline __m512i single16(__m512i x, __m512i m, __m512i t) {
 
 /* Per-panel requantization constants, loaded once and reused for every row of the panel. */
 typedef struct Q16 {
-  __m512i bias, ls, mult, rs, ts, zp, lo, hi;
+  __m512i bias, ls, mult, mult_odd, rs, rmask, rthr, ts, zp, lo, hi;
   __mmask16 lanes;
-  int mode;
+  int mode, any_ls;
 } Q16;
 
-static inline Q16 q16_load(const EdgeEpilogue* e, int n, int nr) {
+static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int n, int nr) {
   Q16 q;
+  const __m512i one = _mm512_set1_epi32(1);
   q.lanes = (__mmask16)((1u << nr) - 1u);
-  q.bias = _mm512_maskz_loadu_epi32(q.lanes, e->bias_u8 + n);
+  q.bias = _mm512_maskz_loadu_epi32(q.lanes, bias + n);
   q.ls = _mm512_maskz_loadu_epi32(q.lanes, e->lshift + n);
   q.mult = _mm512_maskz_loadu_epi32(q.lanes, e->mult + n);
+  q.mult_odd = _mm512_srli_epi64(q.mult, 32);
   q.rs = _mm512_maskz_loadu_epi32(q.lanes, e->rshift + n);
+  q.rmask = _mm512_sub_epi32(_mm512_sllv_epi32(one, q.rs), one);
+  q.rthr = _mm512_srai_epi32(q.rmask, 1);
   q.ts = _mm512_maskz_loadu_epi32(q.lanes, e->tshift + n);
   q.zp = _mm512_set1_epi32(e->zp_out);
   q.lo = _mm512_set1_epi32(e->qmin);
   q.hi = _mm512_set1_epi32(e->qmax);
   q.mode = e->rmode;
+  q.any_ls = _mm512_test_epi32_mask(q.ls, q.ls) != 0;
   return q;
 }
 
-/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, the valid lanes stored. */
-static inline void store_q8_16(const Q16* q, __m512i acc, int8_t* y) {
+static inline Q16 q16_load(const EdgeEpilogue* e, int n, int nr) { return q16_load_bias(e, e->bias_u8, n, nr); }
+
+/* acc + bias -> requantized, offset and clamped int32 lanes (not yet narrowed). */
+static inline __m512i requant16(const Q16* q, __m512i acc) {
   __m512i v = _mm512_add_epi32(acc, q->bias);
   if (q->mode == EDGE_ROUND_SINGLE) {
     v = single16(v, q->mult, q->ts);
   } else {
-    v = srdhm16(_mm512_sllv_epi32(v, q->ls), q->mult);
-    v = rdbpot16(v, q->rs, q->mode == EDGE_ROUND_DOUBLE_AWAY);
+    if (q->any_ls) v = _mm512_sllv_epi32(v, q->ls);
+    v = srdhm16(v, q->mult, q->mult_odd);
+    v = rdbpot16(v, q->rs, q->rmask, q->rthr, q->mode == EDGE_ROUND_DOUBLE_AWAY);
   }
-  v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, q->zp), q->lo), q->hi);
-  _mm_mask_storeu_epi8(y, q->lanes, _mm512_cvtepi32_epi8(v));
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, q->zp), q->lo), q->hi);
+}
+
+/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, the valid lanes stored. */
+static inline void store_q8_16(const Q16* q, __m512i acc, int8_t* y) {
+  _mm_mask_storeu_epi8(y, q->lanes, _mm512_cvtepi32_epi8(requant16(q, acc)));
+}
+
+/* The vector epilogue over channels [0, n) on the bias_s8 path (the kernel table's requant entry). */
+static void avx512_requant(const EdgeEpilogue* e, const int32_t* acc, int8_t* y, int n) {
+  for (int i = 0; i < n; i += 16) {
+    const int nr = n - i < 16 ? n - i : 16;
+    const Q16 q = q16_load_bias(e, e->bias_s8, i, nr);
+    store_q8_16(&q, _mm512_maskz_loadu_epi32(q.lanes, acc + i), y + i);
+  }
 }
 
 static inline __m512i bcast_x4(const int8_t* p) {
@@ -253,6 +272,7 @@ static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const v
 void edge_kernels_avx512(EdgeKernelTable* t) {
   t->isa = "avx512-vnni";
   edge_avx512_fill_table(t);
+  t->requant = avx512_requant;
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = avx512_f32_panel;

@@ -21,14 +21,26 @@ static inline void EDGE_SFX(store_f32)(const EdgeEpilogue* e, const float* acc, 
 }
 
 static inline int8_t EDGE_SFX(q8)(const EdgeEpilogue* e, int32_t acc, int n) {
-  int32_t v = edge_requant(acc, e->mult[n], e->lshift[n], e->rshift[n], e->tshift[n], e->rmode) + e->zp_out;
+  /* the output offset is added in wrapping int32 arithmetic, as the vector epilogues do */
+  int32_t v = (int32_t)((uint32_t)edge_requant(acc, e->mult[n], e->lshift[n], e->rshift[n], e->tshift[n],
+                                               e->rmode) + (uint32_t)e->zp_out);
   if (v < e->qmin) v = e->qmin;
   if (v > e->qmax) v = e->qmax;
   return (int8_t)v;
 }
 
+/* An including unit may define EDGE_STORE_I8_16(e, acc, y, n, nr) as a vectorised epilogue for a
+ * 16-channel panel; it returns nonzero when it handled the panel (else the scalar loop runs). */
 static inline void EDGE_SFX(store_i8)(const EdgeEpilogue* e, const int32_t* acc, int8_t* y, int n, int nr) {
+#ifdef EDGE_STORE_I8_16
+  if (EDGE_STORE_I8_16(e, acc, y, n, nr)) return;
+#endif
   for (int j = 0; j < nr; j++) y[j] = EDGE_SFX(q8)(e, acc[j] + e->bias_s8[n + j], n + j);
+}
+
+/* Scalar/portable int8 epilogue over channels [0, n) (the reference for the vector versions). */
+static void EDGE_SFX(requant)(const EdgeEpilogue* e, const int32_t* acc, int8_t* y, int n) {
+  for (int i = 0; i < n; i += 16) EDGE_SFX(store_i8)(e, acc + i, y + i, i, n - i < 16 ? n - i : 16);
 }
 
 /* f32, panels of 16 output rows; block = kb columns x 16 rows stored column-major (16 contiguous). */
@@ -204,6 +216,7 @@ static void EDGE_SFX(i8_1x16)(const EdgePacked* p, const EdgeEpilogue* e, const 
 }
 
 static void EDGE_SFX(fill_table)(EdgeKernelTable* t) {
+  t->requant = EDGE_SFX(requant);
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = EDGE_SFX(f32_panel);

@@ -378,6 +378,7 @@ class LotteryTicketSearch:
         self.first_id = next((i for i in self.prunable if i.split("/")[0] == first), None)
         self.output_layer = _output_layer_name(probe, self.config.model)
         self.logits = _is_logits(probe)
+        self._random_layers = any(hasattr(layer, "_random_generator") for layer in probe.layers)
         config_lib.validate_against_weights(self.config, self.prunable, first_layer_id=self.first_id,
                                             total_steps=self.total_steps, layer_names=self.layer_names)
         self.excluded_sizes = {i: int(np.size(weights[i])) for i in ids if i not in self.prunable}
@@ -455,7 +456,10 @@ class LotteryTicketSearch:
         """The one wrapped, compiled model every level trains (traced once per process)."""
         from edge_lottery import tfmot_masks
 
-        if self._wrapped is None:
+        if self._wrapped is None or self._random_layers:
+            # Layers that draw random numbers in training (Dropout, noise) keep generator state in
+            # the traced step; a fresh model per run makes that state a function of the run alone,
+            # which exact resume needs. It costs one trace per level.
             with self._scope():
                 base = self.source.build(self.config.seed, self._weight_decay_in_model())
                 wrapped = tfmot_masks.wrap_for_masks(base, exclude=self.excluded)

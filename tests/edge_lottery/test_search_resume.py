@@ -83,6 +83,38 @@ def test_killed_search_resumes_to_the_same_summary(tmp_path):
     assert (killed / "rewind_point.npz").read_bytes() == (fresh / "rewind_point.npz").read_bytes()
 
 
+DROPOUT_RUNNER = textwrap.dedent(
+    """
+    import sys
+    import edge_lottery
+    from edge_lottery.search import LotteryTicketSearch
+
+    LotteryTicketSearch("ds_cnn", "digits", work_dir=sys.argv[1], levels=2, epochs=1, controls=("reinit",),
+                        jit_compile=False, steps_per_execution=10).run()
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_for_a_model_with_dropout(tmp_path):
+    """Dropout keeps random state in the traced train step: each run must start from a fresh one."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def run(work: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", DROPOUT_RUNNER, str(work)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    fresh, killed = tmp_path / "fresh", tmp_path / "killed"
+    p_fresh = run(fresh)
+    _kill_when(run(killed), killed / "tensorboard" / "ticket" / "level_2")
+    p_resume = run(killed)
+    for p in (p_fresh, p_resume):
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    for sub in ("level_1", "level_2", "controls/reinit/level_1", "controls/reinit/level_2"):
+        assert (killed / sub / "weights.npz").read_bytes() == (fresh / sub / "weights.npz").read_bytes(), sub
+
+
 MIRRORED = textwrap.dedent(
     """
     import json, sys

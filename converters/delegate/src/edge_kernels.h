@@ -44,6 +44,14 @@ typedef struct EdgePacked {
   int32_t* idx;    /* block start column (panel layouts, 1x16) or column (CSR) */
   void* w;         /* 64-byte aligned values (float or int8) */
   size_t nblocks;  /* stored blocks (or non-zeros for CSR) */
+  /* int8 16x4 only: the same blocks as a batch-1 stream in groups of 4 panels; within a group the
+   * panels take turns (block j of panels 0..3, then block j+1, ...) and are padded with zero blocks
+   * to the group's longest panel, so a batch-1 kernel keeps four independent accumulator chains and
+   * has one loop trip count per group instead of one per panel (per-panel loop exits mispredict
+   * once the interpreter around the delegate has evicted the branch history). */
+  int32_t* s_cnt;  /* per group: blocks per panel after padding */
+  int32_t* s_col;  /* per entry: input column */
+  void* s_w;       /* 64 bytes per entry, 64-byte aligned */
 } EdgePacked;
 
 typedef struct EdgeEpilogue {

@@ -150,9 +150,51 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
 
 #define BX(ptr) (pre_xored ? bcast_u4(ptr) : bcast_x4(ptr))
 
+/* Batch 1 from the grouped stream (see EdgePacked.s_cnt): four panels at a time, one independent
+ * accumulator chain per panel (two per panel when unrolled by two), one loop per group. */
+static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y) {
+  const int32_t* col = p->s_col;
+  const int8_t* W = (const int8_t*)p->s_w;
+  const int np = p->npanels;
+  for (int g = 0; 4 * g < np; g++) {
+    const int c = p->s_cnt[g];
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int j = 0;
+    for (; j + 2 <= c; j += 2, col += 8, W += 512) {
+      a0 = _mm512_dpbusd_epi32(a0, bcast_u4(xu + col[0]), _mm512_load_si512((const void*)W));
+      a1 = _mm512_dpbusd_epi32(a1, bcast_u4(xu + col[1]), _mm512_load_si512((const void*)(W + 64)));
+      a2 = _mm512_dpbusd_epi32(a2, bcast_u4(xu + col[2]), _mm512_load_si512((const void*)(W + 128)));
+      a3 = _mm512_dpbusd_epi32(a3, bcast_u4(xu + col[3]), _mm512_load_si512((const void*)(W + 192)));
+      b0 = _mm512_dpbusd_epi32(b0, bcast_u4(xu + col[4]), _mm512_load_si512((const void*)(W + 256)));
+      b1 = _mm512_dpbusd_epi32(b1, bcast_u4(xu + col[5]), _mm512_load_si512((const void*)(W + 320)));
+      b2 = _mm512_dpbusd_epi32(b2, bcast_u4(xu + col[6]), _mm512_load_si512((const void*)(W + 384)));
+      b3 = _mm512_dpbusd_epi32(b3, bcast_u4(xu + col[7]), _mm512_load_si512((const void*)(W + 448)));
+    }
+    if (j < c) {
+      a0 = _mm512_dpbusd_epi32(a0, bcast_u4(xu + col[0]), _mm512_load_si512((const void*)W));
+      a1 = _mm512_dpbusd_epi32(a1, bcast_u4(xu + col[1]), _mm512_load_si512((const void*)(W + 64)));
+      a2 = _mm512_dpbusd_epi32(a2, bcast_u4(xu + col[2]), _mm512_load_si512((const void*)(W + 128)));
+      a3 = _mm512_dpbusd_epi32(a3, bcast_u4(xu + col[3]), _mm512_load_si512((const void*)(W + 192)));
+      col += 4;
+      W += 256;
+    }
+    const __m512i acc[4] = {_mm512_add_epi32(a0, b0), _mm512_add_epi32(a1, b1), _mm512_add_epi32(a2, b2),
+                            _mm512_add_epi32(a3, b3)};
+    for (int u = 0; u < 4 && 4 * g + u < np; u++) {
+      const int n = (4 * g + u) * 16;
+      const Q16 q = q16_load(e, n, p->N - n < 16 ? p->N - n : 16);
+      store_q8_16(&q, acc[u], y + n);
+    }
+  }
+}
+
 static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored) {
   int8_t* y = (int8_t*)yv;
+  if (M == 1 && pre_xored && p->s_cnt && n0 == 0 && n1 == p->N) {
+    vnni_i8_stream(p, e, x, y);
+    return;
+  }
   const int8_t* W = (const int8_t*)p->w;
   for (int pn = n0 / 16; pn * 16 < n1; pn++) {
     const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];

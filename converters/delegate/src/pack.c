@@ -187,6 +187,9 @@ void edge_packed_free(EdgePacked* p) {
   free(p->ptr);
   free(p->idx);
   free(p->w);
+  free(p->s_cnt);
+  free(p->s_col);
+  free(p->s_w);
   memset(p, 0, sizeof(*p));
 }
 
@@ -301,6 +304,34 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
         }
       }
       b++;
+    }
+  }
+  if (layout == EDGE_LAYOUT_16X4 && dtype == EDGE_I8) {
+    const int ngr = (np + 3) / 4;
+    size_t ne = 0;
+    p->s_cnt = (int32_t*)calloc((size_t)ngr + 1, sizeof(int32_t));
+    if (!p->s_cnt) return -1;
+    for (int g = 0; g < ngr; g++) {
+      int c = 0;
+      for (int pn = 4 * g; pn < 4 * g + 4 && pn < np; pn++)
+        if (p->ptr[pn + 1] - p->ptr[pn] > c) c = p->ptr[pn + 1] - p->ptr[pn];
+      p->s_cnt[g] = c;
+      ne += (size_t)4 * c;
+    }
+    p->s_col = (int32_t*)calloc(ne ? ne : 1, sizeof(int32_t));
+    p->s_w = amalloc(ne * 64); /* zeroed: padding blocks contribute nothing */
+    if (!p->s_col || !p->s_w) return -1;
+    size_t e = 0;
+    for (int g = 0; g < ngr; g++) {
+      for (int j = 0; j < p->s_cnt[g]; j++) {
+        for (int u = 0; u < 4; u++, e++) {
+          const int pn = 4 * g + u;
+          if (pn >= np || j >= p->ptr[pn + 1] - p->ptr[pn]) continue; /* column 0, zero weights */
+          const size_t src = (size_t)p->ptr[pn] + (size_t)j;
+          p->s_col[e] = p->idx[src];
+          memcpy((int8_t*)p->s_w + e * 64, (const int8_t*)p->w + src * 64, 64);
+        }
+      }
     }
   }
   return 0;

@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.3",
     "rich>=13",
     "matplotlib>=3.8",
+    # tf_keras' TensorBoard callback writes the per-level logs; TF 2.21 no longer pulls it in.
+    "tensorboard>=2.21,<2.22",
 ]
 
 EXTRAS_REQUIRE = {

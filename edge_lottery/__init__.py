@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 # Public name -> module that defines it; resolved on first access.
 _LAZY = {
     "LotteryTicketSearch": "edge_lottery.search",
+    "SearchResult": "edge_lottery.search",
+    "open_search": "edge_lottery.workdir",
     "SearchConfig": "edge_lottery.config",
     "TrainConfig": "edge_lottery.config",
     "load_dataset": "edge_lottery.data",

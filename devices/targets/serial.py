@@ -40,15 +40,22 @@ def _int(settings: BenchSettings, key: str, default: int, minimum: int = 0) -> i
 
 
 def _model_io(model_path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Input details (LiteRT format, for quantizing inputs) and the number of output scores."""
-    from devices.targets.host import make_interpreter
+    """Input details (for quantizing inputs) and the number of output scores.
 
-    interp = make_interpreter(model_path, threads=1, delegate="none")
-    inputs = interp.get_input_details()
+    Read with the TFLite-Micro interpreter, which is what a device runs, so that packed models
+    (TFLM_DECODE operators, which LiteRT cannot load) work as well as plain ones.
+    """
+    from devices.targets.tflm import count_inputs, input_details, try_allocate
+
+    model = model_path.read_bytes()
+    interp = try_allocate(model, max(10 * len(model), 1 << 20), 0)
+    if interp is None:
+        raise DeviceError(f"TFLite-Micro cannot load {model_path}; check it with `edge-lottery bench "
+                          f"{model_path} --target tflm`")
+    inputs = input_details(interp, count_inputs(model))
     if len(inputs) != 1:
         raise DeviceError(expected("model inputs for an MLPerf Tiny device", "exactly 1 input tensor", len(inputs)))
-    outputs = interp.get_output_details()
-    n_out = int(np.prod(outputs[0]["shape"])) if outputs else 0
+    n_out = int(np.prod(interp.get_output_details(0)["shape"]))
     return inputs, n_out
 
 

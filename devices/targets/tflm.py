@@ -172,7 +172,7 @@ def model_has_decode(model: bytes) -> bool:
     return any(code == "TFLM_DECODE" for code in read_model(model).custom_codes)
 
 
-def _input_details(interp: Any, count: int) -> list[dict[str, Any]]:
+def input_details(interp: Any, count: int) -> list[dict[str, Any]]:
     details = []
     for i in range(count):
         d = interp.get_input_details(i)
@@ -184,7 +184,7 @@ def _input_details(interp: Any, count: int) -> list[dict[str, Any]]:
     return details
 
 
-def _count_inputs(model: bytes) -> int:
+def count_inputs(model: bytes) -> int:
     from devices.targets.estimate import read_model
 
     return len(read_model(model).inputs)
@@ -219,7 +219,7 @@ class TflmTarget:
         if interp is None:
             raise DeviceError(f"arena of {run_arena} bytes is too small for {model_path}: it needs at "
                               f"least {arena} bytes; drop the arena option or raise it")
-        details = _input_details(interp, _count_inputs(model))
+        details = input_details(interp, count_inputs(model))
         samples, labels = make_inputs(details, settings, max(1, min(settings.runs, 16)), self.seed)
         for i in range(settings.warmup):
             self._invoke(interp, samples[i % len(samples)])

@@ -102,7 +102,7 @@ def test_vector_epilogue_equals_reference(isa, mode):
         if isa != "scalar" and not ran.startswith(isa):
             pytest.skip(f"this CPU cannot run the {isa} kernels (got {ran})")
         want = np.array([reference(int(a), int(b), int(m), int(s), mode, zp, lo, hi)
-                         for a, b, m, s in zip(acc[:n], bias[:n], mult[:n], shift[:n])], np.int8)
+                         for a, b, m, s in zip(acc[:n], bias[:n], mult[:n], shift[:n], strict=True)], np.int8)
         bad = np.nonzero(y[:n] != want)[0]
         assert bad.size == 0, (f"{isa} {mode}: {bad.size} mismatches, first at acc={acc[bad[0]]} "
                                f"bias={bias[bad[0]]} mult={mult[bad[0]]} shift={shift[bad[0]]}: "

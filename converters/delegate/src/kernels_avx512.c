@@ -59,18 +59,20 @@ typedef struct Q16 {
   int mode, any_ls;
 } Q16;
 
+/* The epilogue arrays are allocated to a multiple of 16 channels (zero padded), so whole
+ * vectors are loaded; only the store is masked. */
 static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int n, int nr) {
   Q16 q;
   const __m512i one = _mm512_set1_epi32(1);
   q.lanes = (__mmask16)((1u << nr) - 1u);
-  q.bias = _mm512_maskz_loadu_epi32(q.lanes, bias + n);
-  q.ls = _mm512_maskz_loadu_epi32(q.lanes, e->lshift + n);
-  q.mult = _mm512_maskz_loadu_epi32(q.lanes, e->mult + n);
+  q.bias = _mm512_loadu_si512((const void*)(bias + n));
+  q.ls = _mm512_loadu_si512((const void*)(e->lshift + n));
+  q.mult = _mm512_loadu_si512((const void*)(e->mult + n));
   q.mult_odd = _mm512_srli_epi64(q.mult, 32);
-  q.rs = _mm512_maskz_loadu_epi32(q.lanes, e->rshift + n);
+  q.rs = _mm512_loadu_si512((const void*)(e->rshift + n));
   q.rmask = _mm512_sub_epi32(_mm512_sllv_epi32(one, q.rs), one);
   q.rthr = _mm512_srai_epi32(q.rmask, 1);
-  q.ts = _mm512_maskz_loadu_epi32(q.lanes, e->tshift + n);
+  q.ts = _mm512_loadu_si512((const void*)(e->tshift + n));
   q.zp = _mm512_set1_epi32(e->zp_out);
   q.lo = _mm512_set1_epi32(e->qmin);
   q.hi = _mm512_set1_epi32(e->qmax);
@@ -104,7 +106,7 @@ static void avx512_requant(const EdgeEpilogue* e, const int32_t* acc, int8_t* y,
   for (int i = 0; i < n; i += 16) {
     const int nr = n - i < 16 ? n - i : 16;
     const Q16 q = q16_load_bias(e, e->bias_s8, i, nr);
-    store_q8_16(&q, _mm512_maskz_loadu_epi32(q.lanes, acc + i), y + i);
+    store_q8_16(&q, _mm512_loadu_si512((const void*)(acc + i)), y + i);
   }
 }
 

@@ -403,8 +403,9 @@ def validate_against_weights(config: SearchConfig, weights: Mapping[str, Any], *
 
     try:
         masks_lib.check_pattern_fits(dict(weights), config.pattern)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        # The usual case is a small output layer; say how to keep it out of the pattern.
+        raise ConfigError(f"{exc}; keep that layer dense with --keep-output or --exclude LAYER") from None
     except Exception as exc:  # masks.py raises ConfigError; anything else is still a user error
         raise ConfigError(f"pattern {config.pattern!r}: {exc}") from None
     if config.target_sparsity is not None:

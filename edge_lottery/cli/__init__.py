@@ -52,6 +52,8 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if ctx.protected_args and not {"-h", "--help"} & set(ctx.args):
+                _tf_env.import_tensorflow_quietly()
             return super().invoke(ctx)
         except EdgeLotteryError as exc:
             click.echo(f"Error: {exc}", err=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -200,19 +199,11 @@ def _layer_sizes(model) -> dict[str, int]:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from converters.export import _runtime_versions
+    from devices.environment import host_environment
     from edge_lottery.workdir import versions
 
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "versions": {**versions(), **_runtime_versions()}}
+    return {**host_environment(), "versions": {**versions(), **_runtime_versions()}}
 
 
 def markdown(results: dict) -> str:

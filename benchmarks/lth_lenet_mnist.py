@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -43,17 +41,10 @@ PAPER = {
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from devices.environment import host_environment
+
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "load_average_at_start": load}
+    return {**host_environment(), "load_average_at_start": load}
 
 
 def main(argv: list[str] | None = None) -> int:

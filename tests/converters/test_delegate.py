@@ -146,6 +146,19 @@ def test_wide_int8_input_both_vnni_paths(batch):
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n.startswith("i8_")])
+@pytest.mark.parametrize("isa", ["auto", "avx2"])
+def test_int8_panel_kernels_every_model_batch_1_and_3(name, isa):
+    """The hand-written int8 panel kernels (VNNI batch-1 stream and row loop; AVX2 vpmaddwd) on every
+    int8 model, for both panel layouts, bit for bit (the ISA falls back if the CPU lacks it)."""
+    model = MODELS[name]()
+    for batch in (1, 3):
+        x = _input(ai.Interpreter(model_content=model), batch, 5 + batch)
+        for layouts in ("16x4", "dense"):
+            it = cd.interpreter(model, options={"isa": isa, "layouts": layouts, "min_sparsity": 0})
+            _assert_same(_run(it, x), _reference(model, x))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n.startswith("i8_")])
 def test_reference_rounding_matches_builtin_ref_kernels_and_xnnpack(name):
     """rounding=reference reproduces the BUILTIN_REF kernels (and XNNPACK on dense FC) bit for bit."""
     model = MODELS[name]()

@@ -4,6 +4,7 @@
  * Selected at run time by cpuid only. */
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <string.h>
 
 #include "edge_kernels.h"
 
@@ -44,8 +45,48 @@ static inline int avx2_store_i8_16(const EdgeEpilogue* e, const int32_t* acc, in
 #define EDGE_SFX(name) edge_avx2_##name
 #include "kernels_generic_impl.h"
 
+/* int8 panels (16 rows x 4 columns a block, 4 bytes a row) without VNNI: each 16-byte quarter of a
+ * block (4 rows) is sign-extended to int16 and multiplied with the 4 inputs by vpmaddwd, which
+ * leaves two exact int32 partial sums per row; the pairs are added once per panel.  Sums wrap
+ * modulo 2^32 exactly like the scalar kernel's, so the result is bit-identical. */
+static void avx2_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
+                          int ldy, int n0, int n1) {
+  const int8_t* x = (const int8_t*)xv;
+  int8_t* y = (int8_t*)yv;
+  const int8_t* W = (const int8_t*)p->w;
+  for (int pn = n0 / 16; pn * 16 < n1; pn++) {
+    const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];
+    const int n = pn * 16;
+    const int nr = p->N - n < 16 ? p->N - n : 16;
+    for (int m = 0; m < M; m++) {
+      const int8_t* xr = x + (size_t)m * ldx;
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+      for (int b = b0; b < b1; b++) {
+        const int8_t* w = W + (size_t)b * 64;
+        int32_t x4;
+        memcpy(&x4, xr + p->idx[b], 4);
+        const __m256i xs = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(x4)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)w)), xs));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 16))), xs));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 32))), xs));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_load_si128((const __m128i*)(w + 48))), xs));
+      }
+      /* a_i lanes: rows 4i..4i+3, two partial sums each; hadd pairs them (per 128-bit half) */
+      const __m256i h01 = _mm256_hadd_epi32(a0, a1); /* r0 r1 r4 r5 | r2 r3 r6 r7 */
+      const __m256i h23 = _mm256_hadd_epi32(a2, a3); /* r8 r9 r12 r13 | r10 r11 r14 r15 */
+      const __m256i perm = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+      int32_t acc[16];
+      _mm256_storeu_si256((__m256i*)acc, _mm256_permutevar8x32_epi32(h01, perm));
+      _mm256_storeu_si256((__m256i*)(acc + 8), _mm256_permutevar8x32_epi32(h23, perm));
+      edge_avx2_store_i8(e, acc, y + (size_t)m * ldy + n, n, nr);
+    }
+  }
+}
+
 void edge_kernels_avx2(EdgeKernelTable* t) {
   t->isa = "avx2";
   edge_avx2_fill_table(t);
+  t->gemm[EDGE_I8][EDGE_LAYOUT_DENSE] = avx2_i8_panel;
+  t->gemm[EDGE_I8][EDGE_LAYOUT_16X4] = avx2_i8_panel;
 }
 #endif

@@ -25,7 +25,14 @@ from typing import Any
 from edge_lottery.errors import ConfigError, expected
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step", "exponential", "inv")
+# The TrainConfig fields that make up the learning-rate schedule (a user setting any of them
+# replaces the model registry's published schedule).
+LR_SCHEDULE_FIELDS: tuple[str, ...] = ("lr_schedule", "lr_milestones", "lr_gamma", "lr_power", "lr_decay_steps")
+# Fields added after work directories were first recorded, with their defaults. ``to_dict`` leaves
+# a field out while it has its default, so a configuration that does not use it keeps the hash
+# (and resumes the work directory) it had before the field existed.
+_LATER_TRAIN_FIELDS: dict[str, Any] = {"lr_power": 1.0, "lr_decay_steps": 1}
 REWIND_MODES: tuple[str, ...] = ("weights", "lr", "finetune")
 CONTROLS: tuple[str, ...] = ("reinit", "random_prune")
 # Mirrors edge_lottery.masks.SCOPES / PATTERNS; kept here so a config validates without numpy
@@ -74,6 +81,18 @@ class TrainConfig:
     is the resolution of the early-stopping step; ``None`` means once per epoch.
     ``jit_compile`` and ``steps_per_execution`` are speed knobs (lth-and-tfmot-notes §11); they
     do not change the hash because they do not change what is computed.
+
+    Learning rate at optimizer step ``s`` (Caffe's policies and names; ``learning_rate`` = base):
+
+    * ``constant``: base;
+    * ``cosine``: base * (1 + cos(pi * t)) / 2, t = (s - warmup_steps) / (total - warmup_steps);
+    * ``step``: base * lr_gamma ** (number of ``lr_milestones`` <= s) (piecewise constant);
+    * ``exponential``: base * lr_gamma ** floor(s / lr_decay_steps) (``lr_decay_steps`` = steps
+      per epoch decays once per epoch, 1 decays every step);
+    * ``inv``: base * (1 + lr_gamma * s) ** -lr_power (Caffe's "inv").
+
+    All are relative to ``learning_rate``, so overriding it scales the whole schedule. During the
+    first ``warmup_steps`` steps the rate ramps linearly to the schedule's value instead.
     """
 
     optimizer: str = "sgd"
@@ -85,7 +104,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     lr_milestones: tuple[int, ...] = ()  # steps at which "step" multiplies the LR by lr_gamma
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # step: factor per milestone; exponential: factor per decay; inv: Caffe gamma
+    lr_power: float = 1.0  # inv: the exponent
+    lr_decay_steps: int = 1  # exponential: steps between two decays
     warmup_steps: int = 0
     eval_every: int | None = None
     jit_compile: bool = True
@@ -104,6 +125,8 @@ class TrainConfig:
         _positive("warmup_steps", self.warmup_steps, allow_zero=True, integer=True)
         _positive("steps_per_execution", self.steps_per_execution, integer=True)
         _positive("lr_gamma", self.lr_gamma)
+        _positive("lr_power", self.lr_power)
+        _positive("lr_decay_steps", self.lr_decay_steps, integer=True)
         if self.epochs is None and self.iterations is None:
             raise ConfigError(expected("training length", "epochs or iterations", None))
         if self.epochs is not None:
@@ -133,6 +156,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        for name, default in _LATER_TRAIN_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -299,6 +325,79 @@ class SearchConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+SCHEDULE_UNITS: tuple[str, ...] = ("step", "epoch")
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """A published learning-rate schedule, in its source's units (the model registry's form).
+
+    ``kind`` is one of :data:`LR_SCHEDULES` with :class:`TrainConfig`'s meaning; ``unit`` says
+    whether ``milestones`` ("step") and ``decay_every`` ("exponential") count optimizer steps or
+    epochs. Papers give schedules in epochs, and a run's steps per epoch depend on its dataset and
+    batch size, so the conversion to TrainConfig's step-based fields happens per run
+    (:meth:`train_fields`, called by :func:`resolve`). ``description`` is the source's schedule
+    in words.
+    """
+
+    kind: str = "constant"
+    unit: str = "step"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    power: float = 1.0
+    decay_every: int = 1
+    description: str = ""
+
+    def validate(self) -> LRSchedule:
+        _choice("LR schedule kind", self.kind, LR_SCHEDULES)
+        _choice("LR schedule unit", self.unit, SCHEDULE_UNITS)
+        _positive("LR schedule gamma", self.gamma)
+        _positive("LR schedule power", self.power)
+        _positive("LR schedule decay_every", self.decay_every, integer=True)
+        for m in self.milestones:
+            _positive("LR schedule milestones", m, integer=True)
+        return self
+
+    def train_fields(self, steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """The :class:`TrainConfig` schedule fields of this schedule, counted in optimizer steps.
+
+        Only the fields ``kind`` uses are set (the others keep TrainConfig's defaults and so stay
+        out of the configuration hash). ``steps_per_epoch`` is needed for ``unit="epoch"``.
+        """
+        self.validate()
+        scale = 1
+        if self.unit == "epoch":
+            if steps_per_epoch is None:
+                raise ConfigError(expected("steps per epoch", "a number to convert a per-epoch LR schedule to steps",
+                                           None))
+            _positive("steps per epoch", steps_per_epoch, integer=True)
+            scale = int(steps_per_epoch)
+        fields: dict[str, Any] = {"lr_schedule": self.kind}
+        if self.kind == "step":
+            fields.update(lr_milestones=tuple(int(m) * scale for m in self.milestones), lr_gamma=float(self.gamma))
+        elif self.kind == "exponential":
+            fields.update(lr_gamma=float(self.gamma), lr_decay_steps=int(self.decay_every) * scale)
+        elif self.kind == "inv":
+            fields.update(lr_gamma=float(self.gamma) / scale, lr_power=float(self.power))
+        return fields
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LRSchedule:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(expected("LRSchedule keys", "one of " + ", ".join(sorted(names)), unknown[0]))
+        kwargs = dict(d)
+        if "milestones" in kwargs:
+            kwargs["milestones"] = tuple(int(m) for m in kwargs["milestones"])
+        return cls(**kwargs).validate()
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """The subset of a model registry entry the configuration needs (for custom models too)."""
@@ -309,6 +408,8 @@ class ModelDefaults:
     prune_fraction_output: float | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The published schedule; :func:`resolve` applies it unless the user sets one.
+    lr_schedule: LRSchedule | None = None
 
 
 def defaults_from_spec(spec: Any) -> ModelDefaults:
@@ -320,6 +421,7 @@ def defaults_from_spec(spec: Any) -> ModelDefaults:
         optimizer = "momentum"
     epochs = getattr(d, "epochs", None)
     iterations = getattr(d, "iterations", None)
+    schedule = getattr(d, "lr_schedule", None)
     train = TrainConfig(
         optimizer=optimizer if optimizer in OPTIMIZERS else "sgd",
         learning_rate=float(d.learning_rate),
@@ -335,6 +437,7 @@ def defaults_from_spec(spec: Any) -> ModelDefaults:
         prune_fraction_conv=getattr(d, "prune_fraction_conv", None),
         prune_fraction_output=getattr(d, "prune_fraction_output", None),
         source=str(getattr(d, "source", "")),
+        lr_schedule=schedule if isinstance(schedule, LRSchedule) else None,
     )
 
 
@@ -342,23 +445,32 @@ def defaults_from_spec(spec: Any) -> ModelDefaults:
 CUSTOM_DEFAULTS = ModelDefaults(train=TrainConfig(optimizer="sgd", learning_rate=0.1, batch_size=128, epochs=10))
 
 
-def resolve(config: SearchConfig, defaults: ModelDefaults, *, train_overrides: Mapping[str, Any] | None = None
-            ) -> SearchConfig:
+def resolve(config: SearchConfig, defaults: ModelDefaults, *, train_overrides: Mapping[str, Any] | None = None,
+            train_size: int | None = None) -> SearchConfig:
     """Fill every ``None`` of ``config`` from the model's defaults; return a validated config.
 
     ``train_overrides`` (e.g. from CLI flags) replace single fields of the default TrainConfig;
     setting ``epochs`` clears a default ``iterations`` and vice versa.
+
+    The model's published learning-rate schedule (``defaults.lr_schedule``) is applied when the
+    training configuration comes from the defaults (``config.train`` is None) and no override sets
+    a schedule field (:data:`LR_SCHEDULE_FIELDS`); a per-epoch schedule is converted to steps with
+    the run's steps per epoch, which needs ``train_size`` (the number of training examples).
     """
     config.validate()
     train = config.train if config.train is not None else defaults.train
-    if train_overrides:
-        over = {k: v for k, v in train_overrides.items() if v is not None}
+    over = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    if over:
         if "epochs" in over and "iterations" not in over:
             over["iterations"] = None
         if "iterations" in over and "epochs" not in over:
             over["epochs"] = None
         train = dataclasses.replace(train, **over)
     train.validate()
+    if config.train is None and defaults.lr_schedule is not None and not set(over) & set(LR_SCHEDULE_FIELDS):
+        schedule = defaults.lr_schedule
+        per_epoch = train.steps_per_epoch(train_size) if (schedule.unit == "epoch" and train_size is not None) else None
+        train = dataclasses.replace(train, **schedule.train_fields(per_epoch)).validate()
     pf = config.prune_fraction if config.prune_fraction is not None else defaults.prune_fraction
     pf_conv = config.prune_fraction_conv
     if pf_conv is None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_lottery import _tf_env  # noqa: F401  (TF_USE_LEGACY_KERAS before any TF import)
+from edge_lottery.config import LRSchedule
 from edge_lottery.errors import ModelError, expected
 
 MODELS: tuple[str, ...] = (
@@ -49,8 +50,9 @@ class TrainingDefaults:
     ``weight_decay`` is the coefficient of a Keras ``l2`` kernel regularizer (loss +=
     wd * sum(w**2)); pass it to :func:`build_model` to attach it. Training length is given in
     ``iterations`` (optimizer steps, as the LTH papers do) or ``epochs``; see
-    :meth:`total_steps`. ``lr_schedule`` describes, in words, any schedule the source applies on
-    top of ``learning_rate`` (the initial rate).
+    :meth:`total_steps`. ``lr_schedule`` is the schedule the source applies on top of
+    ``learning_rate`` (the initial rate), as an :class:`edge_lottery.config.LRSchedule` in the
+    source's units with its description in words; a search trains with it unless told otherwise.
     """
 
     optimizer: str  # "adam" | "sgd"
@@ -64,7 +66,7 @@ class TrainingDefaults:
     prune_fraction_conv: float = 0.1
     prune_fraction_output: float = 0.1  # output layer rate (LTH: half of the hidden rate)
     source: str = ""
-    lr_schedule: str = "constant"
+    lr_schedule: LRSchedule = LRSchedule(description="constant")
 
     def total_steps(self, train_size: int) -> int:
         """Training length in optimizer steps for a training set of ``train_size`` examples."""
@@ -133,7 +135,8 @@ _SPECS: dict[str, ModelSpec] = {
                 "SGD lr 0.01, momentum 0.9, weight_decay 5e-4 (Caffe; = Keras l2 2.5e-4), batch 64, "
                 f"10K iterations; {_LTH_RATES} because Han et al. prune by a per-layer threshold"
             ),
-            lr_schedule="Caffe 'inv': lr = 0.01 * (1 + 1e-4 * step) ** -0.75",
+            lr_schedule=LRSchedule(kind="inv", unit="step", gamma=1e-4, power=0.75,
+                                   description="Caffe 'inv': lr = 0.01 * (1 + 1e-4 * step) ** -0.75"),
         ),
         output_layer="output", first_layer="conv1",
         reference_input_shape=(28, 28, 1), reference_dataset="mnist",
@@ -193,7 +196,8 @@ _SPECS: dict[str, ModelSpec] = {
                 f"{_TINY}/image_classification/train.py and keras_model.py (v0.5-v1.x reference, 16 filters): "
                 f"Adam 1e-3 decayed x0.99 per epoch, batch 32, 500 epochs, l2 1e-4, augmentation; {_LTH_RATES}"
             ),
-            lr_schedule="lr = 1e-3 * 0.99 ** epoch",
+            lr_schedule=LRSchedule(kind="exponential", unit="epoch", gamma=0.99, decay_every=1,
+                                   description="lr = 1e-3 * 0.99 ** epoch (Keras LearningRateScheduler)"),
         ),
         output_layer="output", first_layer="conv1",
         reference_input_shape=(32, 32, 3), reference_dataset="CIFAR-10",
@@ -213,7 +217,8 @@ _SPECS: dict[str, ModelSpec] = {
                 f"{_TINY}/keyword_spotting/keras_model.py and kws_util.py: Adam, step schedule "
                 f"5e-4 / 1e-4 / 2e-5 (epochs 0-11 / 12-23 / 24-35), batch 100, 36 epochs, l2 1e-4; {_LTH_RATES}"
             ),
-            lr_schedule="5e-4 for epochs 0-11, 1e-4 for 12-23, 2e-5 for 24-35",
+            lr_schedule=LRSchedule(kind="step", unit="epoch", milestones=(12, 24), gamma=0.2,
+                                   description="5e-4 for epochs 0-11, 1e-4 for 12-23, 2e-5 for 24-35"),
         ),
         output_layer="output", first_layer="conv1",
         reference_input_shape=(49, 10, 1), reference_dataset="Speech Commands v2 (MFCC 49x10)",
@@ -233,7 +238,8 @@ _SPECS: dict[str, ModelSpec] = {
                 f"{_TINY}/visual_wake_words/train_vww.py and vww_model.py: Adam 1e-3 for 20 epochs, 5e-4 for 10, "
                 f"2.5e-4 for 20 (50 epochs), batch 32, l2 1e-4, 96x96x3 input; {_LTH_RATES}"
             ),
-            lr_schedule="1e-3 for epochs 0-19, 5e-4 for 20-29, 2.5e-4 for 30-49",
+            lr_schedule=LRSchedule(kind="step", unit="epoch", milestones=(20, 30), gamma=0.5,
+                                   description="1e-3 for epochs 0-19, 5e-4 for 20-29, 2.5e-4 for 30-49"),
         ),
         output_layer="output", first_layer="conv1",
         reference_input_shape=(96, 96, 3), reference_dataset="Visual Wake Words (COCO person, 96x96)",

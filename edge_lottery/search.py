@@ -345,7 +345,8 @@ class LotteryTicketSearch:
                                    seed=config.seed)
         self.source = _ModelSource(model, self.dataset, config.train, config.seed)
         config = dataclasses.replace(config, model=self.source.name, dataset=self.dataset.name)
-        self.config = config_lib.resolve(config, self.source.defaults(), train_overrides=train_over)
+        self.config = config_lib.resolve(config, self.source.defaults(), train_overrides=train_over,
+                                         train_size=len(self.dataset.x_train))
         self.train: TrainConfig = self.config.train  # type: ignore[assignment]
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks or [])

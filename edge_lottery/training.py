@@ -51,6 +51,10 @@ def lr_at(train: TrainConfig, step: float, total_steps: int) -> float:
         return base * 0.5 * (1 + math.cos(math.pi * t))
     if train.lr_schedule == "step":
         return base * train.lr_gamma ** sum(1 for m in train.lr_milestones if step >= m)
+    if train.lr_schedule == "exponential":
+        return base * train.lr_gamma ** math.floor(step / train.lr_decay_steps)
+    if train.lr_schedule == "inv":
+        return base * (1.0 + train.lr_gamma * step) ** -train.lr_power
     return base
 
 
@@ -64,6 +68,7 @@ def make_schedule(train: TrainConfig, total_steps: int) -> Any:
     return _schedule_class()(
         learning_rate=train.learning_rate, kind=train.lr_schedule, total_steps=total_steps,
         warmup_steps=train.warmup_steps, milestones=list(train.lr_milestones), gamma=train.lr_gamma,
+        power=train.lr_power, decay_steps=train.lr_decay_steps,
     )
 
 
@@ -77,7 +82,8 @@ def _schedule_class() -> Any:
     tf, keras = _tf(), _keras()
 
     class LotteryLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
-        """Warmup + constant / cosine / step decay, driven by ``optimizer.iterations``.
+        """Warmup + constant / cosine / step / exponential / inv decay (TrainConfig's formulas),
+        driven by ``optimizer.iterations``.
 
         Because the schedule reads the optimizer step, setting ``iterations = k`` on a fresh
         optimizer resumes the schedule at k (weight rewinding). ``override`` > 0 replaces the
@@ -85,16 +91,21 @@ def _schedule_class() -> Any:
         """
 
         def __init__(self, learning_rate: float, kind: str, total_steps: int, warmup_steps: int = 0,
-                     milestones: Sequence[int] = (), gamma: float = 0.1):
+                     milestones: Sequence[int] = (), gamma: float = 0.1, power: float = 1.0,
+                     decay_steps: int = 1):
             self.learning_rate = float(learning_rate)
             self.kind = kind
             self.total_steps = int(total_steps)
             self.warmup_steps = int(warmup_steps)
             self.milestones = [int(m) for m in milestones]
             self.gamma = float(gamma)
+            self.power = float(power)
+            self.decay_steps = int(decay_steps)
             self.override = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="lr_override")
 
         def __call__(self, step: Any) -> Any:
+            # Whole decays counted in integers: a float32 quotient can round up to the next one.
+            decays = tf.math.floordiv(tf.cast(step, tf.int64), self.decay_steps)
             step = tf.cast(step, tf.float32)
             base = tf.constant(self.learning_rate, tf.float32)
             if self.kind == "cosine":
@@ -104,6 +115,13 @@ def _schedule_class() -> Any:
             elif self.kind == "step":
                 n = tf.add_n([tf.cast(step >= m, tf.float32) for m in self.milestones] or [tf.constant(0.0)])
                 lr = base * tf.pow(tf.constant(self.gamma, tf.float32), n)
+            elif self.kind in ("exponential", "inv"):
+                # float64: gamma ** n in float32 drifts (0.999 ** 1000 is 1.5e-5 off), unlike lr_at.
+                if self.kind == "exponential":
+                    factor = tf.pow(tf.constant(self.gamma, tf.float64), tf.cast(decays, tf.float64))
+                else:
+                    factor = tf.pow(1.0 + self.gamma * tf.cast(step, tf.float64), tf.constant(-self.power, tf.float64))
+                lr = tf.cast(self.learning_rate * factor, tf.float32)
             else:
                 lr = base
             if self.warmup_steps:
@@ -113,7 +131,8 @@ def _schedule_class() -> Any:
 
         def get_config(self) -> dict[str, Any]:
             return {"learning_rate": self.learning_rate, "kind": self.kind, "total_steps": self.total_steps,
-                    "warmup_steps": self.warmup_steps, "milestones": self.milestones, "gamma": self.gamma}
+                    "warmup_steps": self.warmup_steps, "milestones": self.milestones, "gamma": self.gamma,
+                    "power": self.power, "decay_steps": self.decay_steps}
 
     _SCHEDULE_CLASS = LotteryLRSchedule
     return _SCHEDULE_CLASS

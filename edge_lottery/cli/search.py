@@ -89,6 +89,7 @@ def _fmt(acc: float | None) -> str:
 @click.option("--batch-size", metavar="B", default=None, help="Batch size [model default].")
 @click.option("--learning-rate", metavar="LR", default=None, help="Learning rate [model default].")
 @click.option("--optimizer", metavar="sgd|momentum|adam", default=None, help="sgd | momentum | adam [model default].")
+@click.option("--constant-lr", is_flag=True, help="Train at a constant learning rate, not the model's published schedule.")
 @click.option("--jit/--no-jit", default=True, show_default=True, help="XLA-compile the train step.")
 @seed_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -99,7 +100,7 @@ def search(model: str, dataset: str, data_dir: Path | None, levels: str | None, 
            prune_fraction: str | None, rewind: str, rewind_step: str, scope: str, pattern: str, controls: str,
            keep_output: bool | None, first_layer_density: str | None, exclude: str, epochs: str | None,
            iterations: str | None, batch_size: str | None, learning_rate: str | None, optimizer: str | None,
-           jit: bool, seed: int, out: Path, json_path: Path | None, verbose: bool) -> None:
+           constant_lr: bool, jit: bool, seed: int, out: Path, json_path: Path | None, verbose: bool) -> None:
     """Find a winning ticket by iterative magnitude pruning with rewinding.
 
     Resumable: run the same command again after an interruption and it continues from the last
@@ -123,6 +124,7 @@ def search(model: str, dataset: str, data_dir: Path | None, levels: str | None, 
         "epochs": parse_number("--epochs", epochs, int), "iterations": parse_number("--iterations", iterations, int),
         "batch_size": parse_number("--batch-size", batch_size, int),
         "learning_rate": parse_number("--learning-rate", learning_rate, float), "optimizer": optimizer,
+        "lr_schedule": "constant" if constant_lr else None,
     }
     if epochs is not None and iterations is not None:
         raise ConfigError(expected("training length", "--epochs or --iterations, not both", "both"))

@@ -107,3 +107,19 @@ def test_demo_end_to_end(tmp_path):
         kinds = {f["kind"] for f in r["figures"] if f["name"].startswith("latency")}
         assert kinds == ({"estimated"} if r["target"].startswith("estimate") else {"measured"}), r["target"]
     assert list((out / "plots").glob("*.png"))
+
+
+def test_constant_lr_flag_replaces_the_published_schedule(tmp_path):
+    """lenet5's registry schedule is Caffe 'inv'; --constant-lr trains (and records) a constant rate,
+    and the work directory then refuses the published schedule as a different search."""
+    out = tmp_path / "lenet5"
+    args = ["search", "--model", "lenet5", "--dataset", "digits", "--levels", "0", "--iterations", "20",
+            "--no-jit", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--constant-lr"])
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "search.json").read_text())["config"]["train"]
+    assert train["lr_schedule"] == "constant" and train["learning_rate"] == 0.01
+    other = CliRunner().invoke(main, args)
+    assert other.exit_code == 1
+    assert "config_hash differs: train.lr_gamma: recorded 0.1, given 0.0001" in other.output
+    assert len(other.output.strip().splitlines()) == 1

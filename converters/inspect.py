@@ -208,6 +208,12 @@ def _macs(name: str, op: Any, shapes: list[tuple[int, ...]]) -> int:
     if not w or not y:
         return 0
     out_elems = int(np.prod(y))
+    if name == "BATCH_MATMUL":  # out[..., M, N] = x[..., M, K] @ y[..., K, N]; adj_x transposes x
+        x = shape(ins[0])
+        if not x:
+            return 0
+        adj_x = bool(getattr(op.builtinOptions, "adjX", False))
+        return out_elems * int(x[-2] if adj_x and len(x) >= 2 else x[-1])
     if name == "FULLY_CONNECTED":
         return out_elems * int(w[-1])
     if name == "CONV_2D":  # weights [Cout, KH, KW, Cin / groups]

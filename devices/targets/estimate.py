@@ -11,8 +11,10 @@ the decoded elements, the encoded + ancillary bytes read and the decode type. A 
   and always the operation route ``sum(MACs * e_MAC + elements * e_op + bytes * e_mem)`` from
   Horowitz (ISSCC 2014), reported separately as ``energy_ops``.
 
-Every figure is ``kind="estimated"``: a prior to rank models, not a measurement. MAC counting
-lives here because the analytical model needs per-operator dtype and byte traffic as well.
+Every figure is ``kind="estimated"``: a prior to rank models, not a measurement. The MACs of
+each operator come from :func:`converters.inspect.inspect_model` (one MAC counter for
+``edge-lottery inspect`` and the estimate); dtype, element counts and byte traffic are counted
+here because only the analytical model needs them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DECODE_TYPES = {0: "LUT", 1: "HUFFMAN", 2: "PRUNE"}
 _DTYPES = {0: ("float32", 4), 1: ("float16", 2), 2: ("int32", 4), 3: ("uint8", 1), 4: ("int64", 8),
            6: ("bool", 1), 7: ("int16", 2), 9: ("int8", 1), 10: ("float64", 8), 12: ("uint64", 8),
            15: ("uint32", 4), 16: ("uint16", 2), 17: ("int4", 0.5)}
+# Operators costed per MAC (the counts come from converters.inspect); the others per element.
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "CONV_3D")
 FREE_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "QUANTIZE_NOOP")
 
@@ -63,6 +66,7 @@ class Graph:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     custom_codes: tuple[str, ...]
+    data: bytes = field(default=b"", repr=False, compare=False)  # the flatbuffer (MACs, DECODE headers)
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,14 @@ def read_model(model: bytes) -> Graph:
         outs = tuple(int(x) for x in (op.outputs if op.outputs is not None else []))
         ops.append((codes[op.opcodeIndex], ins, outs, op.builtinOptions))
     return Graph(tuple(tensors), tuple(ops), tuple(int(x) for x in sub.inputs),
-                 tuple(int(x) for x in sub.outputs), tuple(custom_codes))
+                 tuple(int(x) for x in sub.outputs), tuple(custom_codes), bytes(model))
 
 
 def count_operations(model: bytes | Graph) -> list[OpCount]:
     """Per-operator MACs, element operations and bytes, DECODE included."""
     graph = model if isinstance(model, Graph) else read_model(model)
     t = graph.tensors
+    op_macs = _subgraph0_macs(graph.data) if graph.data else {}
     counts = []
     for index, (name, ins, outs, options) in enumerate(graph.ops):
         inputs = [t[i] for i in ins if i >= 0]
@@ -151,26 +156,15 @@ def count_operations(model: bytes | Graph) -> list[OpCount]:
             types = set()
             for k, o in enumerate(outputs):
                 ancillary = t[ins[2 * k + 1]] if 2 * k + 1 < len(ins) else None
-                types.add(_decode_type(model, ancillary) if isinstance(model, bytes) else "default")
+                types.add(_decode_type(graph.data, ancillary) if graph.data else "default")
                 decoded += o.elements
             decode_type = "+".join(sorted(types))
             activation_bytes = sum(o.nbytes for o in outputs)
             dtype = out.dtype if out else "int8"
-        elif name in ("CONV_2D", "CONV_3D"):
-            w = inputs[1]
-            macs = out.elements * int(math.prod(w.shape[1:]))
-        elif name == "DEPTHWISE_CONV_2D":
-            w = inputs[1]
-            macs = out.elements * int(math.prod(w.shape[1:-1]))
-        elif name == "FULLY_CONNECTED":
-            w = inputs[1]
-            macs = out.elements * int(w.shape[-1])
-        elif name == "TRANSPOSE_CONV":
-            w, x = inputs[1], inputs[2]
-            macs = x.elements * int(math.prod(w.shape[:-1]))
-            dtype = x.dtype
-        elif name == "BATCH_MATMUL":
-            macs = out.elements * int(inputs[0].shape[-1])
+        elif name in MAC_OPS:
+            macs = op_macs.get(index, 0)
+            if name == "TRANSPOSE_CONV" and len(inputs) > 2:
+                dtype = inputs[2].dtype  # inputs: output shape, weights, activations
         elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
             window = int(getattr(options, "filterHeight", 1) or 1) * int(getattr(options, "filterWidth", 1) or 1)
             elements = out.elements * window
@@ -183,6 +177,18 @@ def count_operations(model: bytes | Graph) -> list[OpCount]:
         counts.append(OpCount(index, name, dtype, macs, elements, weight_bytes, activation_bytes,
                               decode_type, decoded))
     return counts
+
+
+def _subgraph0_macs(model: bytes) -> dict[int, int]:
+    """MACs of subgraph 0's operators by index, from the converters' inspector."""
+    from converters import ConverterError
+    from converters.inspect import inspect_model
+
+    try:
+        info = inspect_model(model)
+    except ConverterError as exc:  # read_model accepted it, so this is a corrupt file
+        raise DeviceError(f"model: {exc}") from None
+    return {op.index: op.macs for op in info.ops if op.subgraph == 0}
 
 
 def _decode_type(model: bytes, ancillary: TensorInfo | None) -> str:

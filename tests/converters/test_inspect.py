@@ -77,3 +77,15 @@ def test_truncated_files_are_one_line_errors():
         with pytest.raises(ConverterError, match="not a TFLite flatbuffer") as err:
             inspect_model(flat[:cut])
         assert "\n" not in str(err.value)
+
+
+def test_batch_matmul_macs_follow_adj_x():
+    import tensorflow as tf
+    import tf_keras as keras
+
+    for transpose_a, shape in ((False, (4, 6)), (True, (6, 4))):
+        a, b = keras.Input(shape), keras.Input((6, 5))
+        flat = tf.lite.TFLiteConverter.from_keras_model(
+            keras.Model([a, b], tf.linalg.matmul(a, b, transpose_a=transpose_a))).convert()
+        info = inspect_model(flat)
+        assert [(o.name, o.macs) for o in info.ops] == [("BATCH_MATMUL", 4 * 5 * 6)]

@@ -137,3 +137,30 @@ def test_accuracy_mode_is_refused_by_the_estimate(tmp_path):
     with pytest.raises(DeviceError, match="cannot measure accuracy"):
         make_target("cortex-m4-80mhz").run(tiny_model("conv"), BenchSettings(mode="accuracy",
                                                                               inputs=str(tmp_path / "d.npz")))
+
+
+def test_estimate_macs_are_the_inspectors_per_operator():
+    """One MAC counter: the estimate's per-operator MACs are converters.inspect's on a real conv model
+    (ResNet-8: 3x3 and 1x1 convolutions, FC), and the operators the estimate's former counter got wrong
+    (CONV_3D, BATCH_MATMUL with adj_x) match hand-computed values."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from converters.inspect import inspect_model
+    from edge_lottery.models import build_model
+
+    flat = tf.lite.TFLiteConverter.from_keras_model(build_model("resnet8", (8, 8, 3), 10, seed=0)).convert()
+    ops = count_operations(flat)
+    info = inspect_model(flat)
+    assert [(o.name, o.macs) for o in ops] == [(o.name, o.macs) for o in info.ops if o.subgraph == 0]
+    assert sum(o.macs for o in ops) == info.total_macs > 0
+    assert estimate(flat, load_profile("cortex-m4-80mhz")).macs == info.total_macs
+
+    x = keras.Input((6, 6, 6, 2))
+    conv3d = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, keras.layers.Conv3D(4, 3)(x))).convert()
+    # 4x4x4 outputs x 4 filters, each 3x3x3 x 2 input channels
+    assert [o.macs for o in count_operations(conv3d) if o.name == "CONV_3D"] == [4 * 4 * 4 * 4 * 3 * 3 * 3 * 2]
+    a, b = keras.Input((6, 4)), keras.Input((6, 5))
+    bmm = keras.Model([a, b], tf.linalg.matmul(a, b, transpose_a=True))  # (4x6) @ (6x5)
+    ops = count_operations(tf.lite.TFLiteConverter.from_keras_model(bmm).convert())
+    assert [o.macs for o in ops if o.name == "BATCH_MATMUL"] == [4 * 5 * 6]

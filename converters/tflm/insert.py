@@ -4,7 +4,8 @@ The graph surgery is the wheel's ``decode_insert.insert_decode_operators`` on a
 ``model_editor`` model (one DECODE per consumer, extra DECODE for subgraph outputs, buffer
 dedupe); this module adds the checks the wheel leaves to ``compress()`` (tensors that kernels
 read at Prepare must stay constant, via the wheel's ``constant_inputs``), refuses silently
-dropped aliases, verifies each encoding with the reference decoder, and re-serialises through
+dropped aliases, verifies each encoding with the reference decoder, clears the quantization the
+wheel leaves on each encoded UINT8 stream (the decoded output keeps it), and re-serialises through
 the wheel's C++ aligner so every buffer is 16-byte aligned (Python flatbuffers ignores
 ``force_align``).
 """
@@ -121,10 +122,30 @@ def insert_decode(model_bytes: bytes, encodings: Mapping[tuple[int, int], Encode
         if uncovered:
             raise ConverterError(expected(f"tensor {key} shares its buffer with", "compressed tensors only",
                                           f"uncompressed tensors {uncovered}"))
+    encoded = [model.subgraphs[s].tensors[i] for s, i in results]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         decode_insert.insert_decode_operators(model, results)
+    for tensor in encoded:
+        _clear_encoded_quantization(tensor)
     return align(bytes(model.build()))
+
+
+def _clear_encoded_quantization(tensor) -> None:
+    """Give an encoded tensor no quantization, as the runtime expects of a raw UINT8 stream.
+
+    The wheel rewrites the original tensor in place as ``UINT8[len(encoded)]`` and sets the
+    editor's ``quantization`` to None, but ``build()`` only copies a non-empty quantization into
+    the wrapped ``TensorT``, so the original scales and zero points would be written out (12 B per
+    channel). The DECODE kernel never reads them: channels, zero points and the fill value come
+    from the decoded output tensor, which keeps the original quantization.
+    """
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as tflite
+
+    if tensor.dtype != tflite.TensorType.UINT8 or tensor.quantization is not None:
+        raise ConverterError(f"tensor {tensor.name!r} was not rewritten as a UINT8 encoded stream by the "
+                             "tflite_micro DECODE inserter (unsupported tflite-micro version?)")
+    tensor._fb.quantization = None  # the TensorT the editor serialises (model_editor.Tensor(_fb=...))
 
 
 __all__ = ["align", "excluded_tensors", "insert_decode", "verify_encoding"]

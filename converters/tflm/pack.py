@@ -104,32 +104,6 @@ def _describe(t: Any, values: np.ndarray) -> dict[str, Any]:
             "shape": tuple(int(d) for d in values.shape), "original_bytes": int(values.nbytes)}
 
 
-def strip_encoded_quantization(model_bytes: bytes) -> bytes:
-    """Drop the quantization parameters the stock inserter leaves on DECODE's encoded tensors.
-
-    The decoded output carries its own copy; on the UINT8 encoded stream the per-channel scales
-    and int64 zero points are dead weight (12 B per channel: 3.6 KB for a 300-channel layer).
-    """
-    from converters.inspect import read_flatbuffer
-    from converters.sparse_tensor import write_model
-    from converters.tflm.insert import align
-
-    model = read_flatbuffer(model_bytes)
-    decode_codes = {i for i, oc in enumerate(model.operatorCodes or [])
-                    if (oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode) == "TFLM_DECODE"}
-    changed = False
-    for sg in model.subgraphs:
-        for op in sg.operators or []:
-            if op.opcodeIndex not in decode_codes:
-                continue
-            for t_i in list(op.inputs)[0::2]:
-                t = sg.tensors[int(t_i)]
-                if t.quantization is not None:
-                    t.quantization = None
-                    changed = True
-    return align(write_model(model)) if changed else bytes(model_bytes)
-
-
 def _drop_unprofitable(model_bytes: bytes, chosen: dict, reports: list[TensorReport], insert_decode: Any) -> tuple:
     """``auto``: keep only encodings that shrink the whole model, DECODE overhead included.
 
@@ -139,10 +113,10 @@ def _drop_unprofitable(model_bytes: bytes, chosen: dict, reports: list[TensorRep
     """
     by_key = {(r.subgraph, r.index): i for i, r in enumerate(reports)}
     savings = {k: reports[by_key[k]].original_bytes - e.packed_bytes for k, e in chosen.items()}
-    packed = strip_encoded_quantization(insert_decode(model_bytes, chosen))
+    packed = insert_decode(model_bytes, chosen)
     for k in sorted(savings, key=savings.get):
         rest = {j: e for j, e in chosen.items() if j != k}
-        trial = strip_encoded_quantization(insert_decode(model_bytes, rest)) if rest else model_bytes
+        trial = insert_decode(model_bytes, rest) if rest else model_bytes
         if len(trial) > len(packed):
             break
         r = reports[by_key[k]]
@@ -242,7 +216,7 @@ def pack(
     if chosen and method == "auto":
         packed, overhead = _drop_unprofitable(model_bytes, chosen, reports, insert_decode)
     elif chosen:
-        packed = strip_encoded_quantization(insert_decode(model_bytes, chosen))
+        packed = insert_decode(model_bytes, chosen)
     verification = f"{source}: TFLite-Micro outputs identical to the unpacked model"
     if chosen:
         decoded_bytes = sum(r.original_bytes for r in reports if r.method != "none")

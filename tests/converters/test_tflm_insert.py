@@ -142,3 +142,27 @@ def test_packed_buffers_are_16_byte_aligned(int8_dense_model):
     packed = insert_decode(tflite_bytes, {(0, kernels[0].index): enc})
     spans = flatbuffer.buffer_spans(packed)
     assert all(start % 16 == 0 for start, length in spans if length)
+
+
+def test_encoded_tensors_carry_no_quantization_and_outputs_keep_it(int8_dense_model):
+    """What the runtime reads: the encoded UINT8 stream is raw bytes (no scales / zero points left on it),
+    the decoded output keeps the original per-channel quantization (LUT/PRUNE take channels from it)."""
+    from converters.inspect import inspect_model
+
+    tflite_bytes, inputs = int8_dense_model
+    kernels, biases = _weights(tflite_bytes)
+    big, bias = kernels[0], {t.shape[0]: t for t in biases}[32]
+    original = {t.index: t for t in inspect_model(tflite_bytes).tensors}
+    encodings = {(0, big.index): lut.encode(big.array, big.quant), (0, bias.index): prune.encode(bias.array, bias.quant)}
+    packed = insert_decode(tflite_bytes, encodings)
+    info = inspect_model(packed)
+    pairs = [d for op in info.ops for d in op.decode]
+    assert len(pairs) == 2
+    for d in pairs:
+        enc, out = info.tensors[d.encoded_tensor], info.tensors[d.output_tensor]
+        assert enc.dtype == "UINT8" and enc.quantization is None
+        source = original[big.index] if out.shape == big.shape else original[bias.index]
+        assert out.quantization == source.quantization and out.quantization["per_channel"]
+        assert out.dtype == source.dtype and not out.is_constant
+    assert same_bytes(_outputs(packed, inputs), _outputs(tflite_bytes, inputs))
+    assert same_bytes(_outputs(packed, inputs, alt_memory=8192), _outputs(tflite_bytes, inputs))

@@ -333,8 +333,8 @@ class LRSchedule:
     """A published learning-rate schedule, in its source's units (the model registry's form).
 
     ``kind`` is one of :data:`LR_SCHEDULES` with :class:`TrainConfig`'s meaning; ``unit`` says
-    whether ``milestones`` ("step") and ``decay_every`` ("exponential") count optimizer steps or
-    epochs. Papers give schedules in epochs, and a run's steps per epoch depend on its dataset and
+    whether ``milestones`` ("step"), ``decay_every`` ("exponential") and the rate ``gamma`` of
+    "inv" count optimizer steps or epochs. Papers give schedules in epochs, and a run's steps per epoch depend on its dataset and
     batch size, so the conversion to TrainConfig's step-based fields happens per run
     (:meth:`train_fields`, called by :func:`resolve`). ``description`` is the source's schedule
     in words.

@@ -36,6 +36,11 @@ MODELS = {
     "i8_flatten": lambda: mlp((48, 32, 10), 0.8, "16x4", "int8", image=(6, 8, 1)),
     "f32_flatten": lambda: mlp((48, 32, 10), 0.8, "16x1", "float32", image=(6, 8, 1)),
     "i8_wide": lambda: mlp((4200, 20, 8), 0.9, "16x4", "int8", rep_range=(-2.0, 1.0)),
+    # one layer each, fed random int8 (no ReLU zeros upstream to hide a lost block): 7, 6 and 5 output
+    # panels, i.e. a full group of four in the batch-1 stream plus a last group of 3, 2 and 1 panels
+    "i8_stream_4_3": lambda: mlp((96, 112), 0.75, "16x4", "int8", seed=3),
+    "i8_stream_4_2": lambda: mlp((64, 96), 0.7, "16x4", "int8", seed=4),
+    "i8_stream_4_1": lambda: mlp((72, 70), 0.8, "16x4", "int8", seed=5),
     "f32_conv_densify": lambda: convnet(9, 3, CONVS, 0.7, "16x1", "float32", sparse_format=True),
     "i8_conv": lambda: convnet(9, 3, CONVS, 0.7, "16x4", "int8", rep_range=(-1.0, 0.5)),
 }

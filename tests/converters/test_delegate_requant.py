@@ -81,10 +81,24 @@ def _cases(rng: np.random.Generator, n: int):
 
 @pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_vector_epilogue_equals_reference(isa, mode):
+@pytest.mark.parametrize("shifts", ["all", "fusable"])
+def test_vector_epilogue_equals_reference(isa, mode, shifts):
+    """"fusable": every shift in [-22, -1], as real layers have, so the fused-rounding fast path runs
+    (EdgeEpilogue.fused); "all": any shift, so it cannot."""
     fn = _lib()
-    rng = np.random.default_rng(zlib.crc32(f"{isa}/{mode}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{isa}/{mode}/{shifts}".encode()))
     acc, bias, mult, shift = _cases(rng, 4000)
+    if shifts == "fusable":
+        shift = rng.integers(-22, 0, len(shift))
+        shift[:44] = np.repeat([-1, -22], 22)
+        # most accumulators of a real layer land inside the int8 range, many of them on a rounding
+        # tie: aim at outputs in [-160, 160], a quarter of them at exact halves (+-2 around them)
+        keep = 13 * 7  # the edge-case accumulators stay as they are
+        target = rng.uniform(-160, 160, len(acc))
+        target[::4] = np.round(target[::4]) + 0.5
+        m = np.maximum(mult, 1).astype(np.float64)
+        aimed = np.floor(target * 2.0 ** (31 - shift) / m).astype(np.int64) + rng.integers(-2, 3, len(acc)) - bias
+        acc[keep:] = np.clip(aimed, INT32_MIN, INT32_MAX)[keep:]
     # keep the edge-case accumulators but let random lane positions see them (panels are 16 wide)
     perm = rng.permutation(len(acc))
     acc, bias, mult, shift = acc[perm], bias[perm], mult[perm], shift[perm]

@@ -305,10 +305,14 @@ typedef struct Op {
   EdgeEpilogue ep;
   EdgeGemmFn fn;
   float* fbias;
-  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift, *tshift;
+  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift, *tshift, *fsh;
+  int64_t* frc;
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
   int parallel;
+#ifdef EDGE_PROFILE
+  unsigned long long prof_cycles;
+#endif
 } Op;
 
 typedef struct Kernel {
@@ -329,6 +333,9 @@ typedef struct Kernel {
   void** scratch;
   size_t scratch_bytes;
   char error[256];
+#ifdef EDGE_PROFILE
+  unsigned long long prof_cycles, prof_calls;
+#endif
 } Kernel;
 
 #define IM2COL_ROWS 64
@@ -425,7 +432,7 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding)
   op->ep.qmin = lo;
   op->ep.qmax = hi;
   op->pad8 = (int8_t)zp_in;
-  return 0;
+  return edge_epilogue_fuse(&op->ep, N, &op->frc, &op->fsh);
 }
 
 /* Packs the weights into the fastest allowed layout, measured on this CPU (or the only allowed one). */
@@ -512,10 +519,21 @@ static void op_free(Op* op) {
   free(op->lshift);
   free(op->rshift);
   free(op->tshift);
+  free(op->fsh);
+  free(op->frc);
 }
 
 static void kernel_destroy(Kernel* k) {
   if (!k) return;
+#ifdef EDGE_PROFILE /* developer build (-DEDGE_PROFILE, x86 only): mean TSC cycles per invoke, per op */
+  if (k->prof_calls) {
+    fprintf(stderr, "edge_sparse_delegate profile: %llu invokes, %.0f cycles each\n", k->prof_calls,
+            (double)k->prof_cycles / k->prof_calls);
+    for (int i = 0; i < k->nops; i++)
+      fprintf(stderr, "  node %d M=%d K=%d N=%d: %.0f cycles\n", k->ops[i].s.node, k->ops[i].s.M, k->ops[i].s.K,
+              k->ops[i].s.N, (double)k->ops[i].prof_cycles / k->prof_calls);
+  }
+#endif
   for (int i = 0; i < k->nops; i++) op_free(&k->ops[i]);
   free(k->ops);
   for (int i = 0; i < k->nint; i++) free(k->int_buf[i]);
@@ -769,6 +787,9 @@ static void run_share(void* arg, int share, int nshares) {
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
   Kernel* k = (Kernel*)node->user_data;
   if (!k || k->error[0]) return eStatusError;
+#ifdef EDGE_PROFILE
+  const unsigned long long t_start = __builtin_ia32_rdtsc();
+#endif
   for (int i = 0; i < k->ncopy; i++) {
     const void* src = tensor_ptr(ctx, k, k->copy_in[i]);
     void* dst = ctx->tensors[k->copy_out[i]].data;
@@ -781,11 +802,21 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
       return eStatusError;
     }
+#ifdef EDGE_PROFILE
+    const unsigned long long t_op = __builtin_ia32_rdtsc();
+#endif
     if (op->parallel && k->pool)
       edge_pool_run(k->pool, run_share, &j);
     else
       run_share(&j, 0, 1);
+#ifdef EDGE_PROFILE
+    op->prof_cycles += __builtin_ia32_rdtsc() - t_op;
+#endif
   }
+#ifdef EDGE_PROFILE
+  k->prof_cycles += __builtin_ia32_rdtsc() - t_start;
+  k->prof_calls++;
+#endif
   return eStatusOk;
 }
 
@@ -968,8 +999,16 @@ EXPORT const char* edge_sparse_delegate_requant_check(const char* isa, int rmode
   e.zp_out = zp;
   e.qmin = qmin;
   e.qmax = qmax;
+  int64_t* frc;
+  int32_t* fsh;
+  if (edge_epilogue_fuse(&e, n, &frc, &fsh) != 0) {
+    free(buf);
+    return NULL;
+  }
   kt.requant(&e, a, y, n);
   free(buf);
+  free(frc);
+  free(fsh);
   return kt.isa;
 }
 

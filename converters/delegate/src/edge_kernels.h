@@ -48,7 +48,11 @@ typedef struct EdgePacked {
    * panels take turns (block j of panels 0..3, then block j+1, ...) and are padded with zero blocks
    * to the group's longest panel, so a batch-1 kernel keeps four independent accumulator chains and
    * has one loop trip count per group instead of one per panel (per-panel loop exits mispredict
-   * once the interpreter around the delegate has evicted the branch history). */
+   * once the interpreter around the delegate has evicted the branch history).  Panels are grouped
+   * by block count (s_pan) so the padding stays small; the last group has npanels % 4 panels
+   * when that is not zero (then its entries take turns among that many panels). */
+  int s_ngroups;   /* ceil(npanels / 4) */
+  int32_t* s_pan;  /* npanels panel numbers, 4 per group in group order */
   int32_t* s_cnt;  /* per group: blocks per panel after padding */
   int32_t* s_col;  /* per entry: input column */
   void* s_w;       /* 64 bytes per entry, 64-byte aligned */
@@ -67,6 +71,13 @@ typedef struct EdgeEpilogue {
   const int32_t* tshift;  /* 31 - shift (single-rounding mode) */
   int32_t rmode;          /* EdgeRounding */
   int32_t zp_out, qmin, qmax;
+  /* Fused double rounding (vector fast path; see edge_epilogue_fuse): when every channel has
+   * 1 <= rshift <= 22 (so no left shift), SRDHM, the rounding right shift and the output zero point
+   * collapse into  y = (P + rc) >> (31 + rshift)  on the 64-bit product P = (acc + bias) * mult,
+   * less 2^31 where P < -2^30 when ties round away from zero. */
+  int32_t fused;
+  const int64_t* frc; /* per 16-channel panel: rc of its 8 even channels, then of its 8 odd ones */
+  const int32_t* fsh; /* per channel: 31 + rshift */
 } EdgeEpilogue;
 
 /* One GEMM over rows [0, M) of x (row stride ldx elements) into y (row stride ldy elements),

@@ -55,28 +55,38 @@ static inline __m512i single16(__m512i x, __m512i m, __m512i t) {
 /* Per-panel requantization constants, loaded once and reused for every row of the panel. */
 typedef struct Q16 {
   __m512i bias, ls, mult, mult_odd, rs, rmask, rthr, ts, zp, lo, hi;
+  __m512i rc_e, rc_o, sh_e, sh_o; /* fused rounding (EdgeEpilogue.fused) */
   __mmask16 lanes;
-  int mode, any_ls;
+  int mode, any_ls, fused;
 } Q16;
 
 /* The epilogue arrays are allocated to a multiple of 16 channels (zero padded), so whole
  * vectors are loaded; only the store is masked. */
 static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int n, int nr) {
   Q16 q;
-  const __m512i one = _mm512_set1_epi32(1);
   q.lanes = (__mmask16)((1u << nr) - 1u);
   q.bias = _mm512_loadu_si512((const void*)(bias + n));
-  q.ls = _mm512_loadu_si512((const void*)(e->lshift + n));
   q.mult = _mm512_loadu_si512((const void*)(e->mult + n));
   q.mult_odd = _mm512_srli_epi64(q.mult, 32);
+  q.lo = _mm512_set1_epi32(e->qmin);
+  q.hi = _mm512_set1_epi32(e->qmax);
+  q.mode = e->rmode;
+  q.fused = e->fused;
+  if (q.fused) {
+    const __m512i sh = _mm512_loadu_si512((const void*)(e->fsh + n));
+    q.rc_e = _mm512_loadu_si512((const void*)(e->frc + n));
+    q.rc_o = _mm512_loadu_si512((const void*)(e->frc + n + 8));
+    q.sh_e = _mm512_and_si512(sh, _mm512_set1_epi64(0xffffffff));
+    q.sh_o = _mm512_srli_epi64(sh, 32);
+    return q;
+  }
+  const __m512i one = _mm512_set1_epi32(1);
+  q.ls = _mm512_loadu_si512((const void*)(e->lshift + n));
   q.rs = _mm512_loadu_si512((const void*)(e->rshift + n));
   q.rmask = _mm512_sub_epi32(_mm512_sllv_epi32(one, q.rs), one);
   q.rthr = _mm512_srai_epi32(q.rmask, 1);
   q.ts = _mm512_loadu_si512((const void*)(e->tshift + n));
   q.zp = _mm512_set1_epi32(e->zp_out);
-  q.lo = _mm512_set1_epi32(e->qmin);
-  q.hi = _mm512_set1_epi32(e->qmax);
-  q.mode = e->rmode;
   q.any_ls = _mm512_test_epi32_mask(q.ls, q.ls) != 0;
   return q;
 }
@@ -86,6 +96,18 @@ static inline Q16 q16_load(const EdgeEpilogue* e, int n, int nr) { return q16_lo
 /* acc + bias -> requantized, offset and clamped int32 lanes (not yet narrowed). */
 static inline __m512i requant16(const Q16* q, __m512i acc) {
   __m512i v = _mm512_add_epi32(acc, q->bias);
+  if (q->fused) { /* see EdgeEpilogue.fused: the zero point is already in rc */
+    __m512i pe = _mm512_mul_epi32(v, q->mult);
+    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), q->mult_odd);
+    __m512i te = _mm512_add_epi64(pe, q->rc_e), to = _mm512_add_epi64(po, q->rc_o);
+    if (q->mode == EDGE_ROUND_DOUBLE_AWAY) {
+      const __m512i lim = _mm512_set1_epi64(-(1LL << 30)), two31 = _mm512_set1_epi64(1LL << 31);
+      te = _mm512_mask_sub_epi64(te, _mm512_cmplt_epi64_mask(pe, lim), te, two31);
+      to = _mm512_mask_sub_epi64(to, _mm512_cmplt_epi64_mask(po, lim), to, two31);
+    }
+    v = _mm512_mask_blend_epi32(0xAAAA, _mm512_srav_epi64(te, q->sh_e), _mm512_slli_epi64(_mm512_srav_epi64(to, q->sh_o), 32));
+    return _mm512_min_epi32(_mm512_max_epi32(v, q->lo), q->hi);
+  }
   if (q->mode == EDGE_ROUND_SINGLE) {
     v = single16(v, q->mult, q->ts);
   } else {
@@ -152,38 +174,85 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
 
 #define BX(ptr) (pre_xored ? bcast_u4(ptr) : bcast_x4(ptr))
 
-/* Batch 1 from the grouped stream (see EdgePacked.s_cnt): four panels at a time, one independent
- * accumulator chain per panel (two per panel when unrolled by two), one loop per group. */
+/* One row (batch 1) of one panel from the per-panel blocks: eight independent chains (vpdpbusd
+ * latency is 4-6 cycles on current x86 cores). */
+static inline __m512i vnni_row_acc(const EdgePacked* p, const int8_t* xr, int b0, int b1, int pre_xored) {
+  const int8_t* W = (const int8_t*)p->w;
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  int b = b0;
+  for (; b + 8 <= b1; b += 8) {
+    const int8_t* w = W + (size_t)b * 64;
+    const int32_t* ix = p->idx + b;
+    a0 = _mm512_dpbusd_epi32(a0, BX(xr + ix[0]), _mm512_load_si512((const void*)w));
+    a1 = _mm512_dpbusd_epi32(a1, BX(xr + ix[1]), _mm512_load_si512((const void*)(w + 64)));
+    a2 = _mm512_dpbusd_epi32(a2, BX(xr + ix[2]), _mm512_load_si512((const void*)(w + 128)));
+    a3 = _mm512_dpbusd_epi32(a3, BX(xr + ix[3]), _mm512_load_si512((const void*)(w + 192)));
+    a4 = _mm512_dpbusd_epi32(a4, BX(xr + ix[4]), _mm512_load_si512((const void*)(w + 256)));
+    a5 = _mm512_dpbusd_epi32(a5, BX(xr + ix[5]), _mm512_load_si512((const void*)(w + 320)));
+    a6 = _mm512_dpbusd_epi32(a6, BX(xr + ix[6]), _mm512_load_si512((const void*)(w + 384)));
+    a7 = _mm512_dpbusd_epi32(a7, BX(xr + ix[7]), _mm512_load_si512((const void*)(w + 448)));
+  }
+  a0 = _mm512_add_epi32(a0, a4);
+  a1 = _mm512_add_epi32(a1, a5);
+  a2 = _mm512_add_epi32(a2, a6);
+  a3 = _mm512_add_epi32(a3, a7);
+  for (; b + 4 <= b1; b += 4) {
+    const int8_t* w = W + (size_t)b * 64;
+    a0 = _mm512_dpbusd_epi32(a0, BX(xr + p->idx[b]), _mm512_load_si512((const void*)w));
+    a1 = _mm512_dpbusd_epi32(a1, BX(xr + p->idx[b + 1]), _mm512_load_si512((const void*)(w + 64)));
+    a2 = _mm512_dpbusd_epi32(a2, BX(xr + p->idx[b + 2]), _mm512_load_si512((const void*)(w + 128)));
+    a3 = _mm512_dpbusd_epi32(a3, BX(xr + p->idx[b + 3]), _mm512_load_si512((const void*)(w + 192)));
+  }
+  for (; b < b1; b++)
+    a0 = _mm512_dpbusd_epi32(a0, BX(xr + p->idx[b]), _mm512_load_si512((const void*)(W + (size_t)b * 64)));
+  return _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+}
+
+/* One group of the batch-1 stream with GS panels taking turns: U accumulator chains per panel
+ * (U * GS >= 8 chains in flight; vpdpbusd latency is 4-6 cycles), c entries per panel. */
+static inline __attribute__((always_inline)) void stream_group(const int32_t** colp, const int8_t** Wp,
+                                                               const int8_t* xu, int c, __m512i* acc,
+                                                               const int GS, const int U) {
+  const int32_t* col = *colp;
+  const int8_t* W = *Wp;
+  __m512i a[8][4];
+  for (int t = 0; t < U; t++)
+    for (int u = 0; u < GS; u++) a[t][u] = _mm512_setzero_si512();
+  int j = 0;
+  for (; j + U <= c; j += U, col += U * GS, W += 64 * U * GS)
+    for (int t = 0; t < U; t++)
+      for (int u = 0; u < GS; u++)
+        a[t][u] = _mm512_dpbusd_epi32(a[t][u], bcast_u4(xu + col[t * GS + u]),
+                                      _mm512_load_si512((const void*)(W + 64 * (t * GS + u))));
+  for (; j < c; j++, col += GS, W += 64 * GS)
+    for (int u = 0; u < GS; u++)
+      a[0][u] = _mm512_dpbusd_epi32(a[0][u], bcast_u4(xu + col[u]), _mm512_load_si512((const void*)(W + 64 * u)));
+  for (int u = 0; u < GS; u++) {
+    __m512i s = a[0][u];
+    for (int t = 1; t < U; t++) s = _mm512_add_epi32(s, a[t][u]);
+    acc[u] = s;
+  }
+  *colp = col;
+  *Wp = W;
+}
+
+/* Batch 1 from the grouped stream (see EdgePacked.s_pan): four panels at a time, with independent
+ * accumulator chains per panel, one loop per group; a last group of 1-3 panels has its own loop. */
 static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y) {
   const int32_t* col = p->s_col;
   const int8_t* W = (const int8_t*)p->s_w;
   const int np = p->npanels;
-  for (int g = 0; 4 * g < np; g++) {
-    const int c = p->s_cnt[g];
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int j = 0;
-    for (; j + 2 <= c; j += 2, col += 8, W += 512) {
-      a0 = _mm512_dpbusd_epi32(a0, bcast_u4(xu + col[0]), _mm512_load_si512((const void*)W));
-      a1 = _mm512_dpbusd_epi32(a1, bcast_u4(xu + col[1]), _mm512_load_si512((const void*)(W + 64)));
-      a2 = _mm512_dpbusd_epi32(a2, bcast_u4(xu + col[2]), _mm512_load_si512((const void*)(W + 128)));
-      a3 = _mm512_dpbusd_epi32(a3, bcast_u4(xu + col[3]), _mm512_load_si512((const void*)(W + 192)));
-      b0 = _mm512_dpbusd_epi32(b0, bcast_u4(xu + col[4]), _mm512_load_si512((const void*)(W + 256)));
-      b1 = _mm512_dpbusd_epi32(b1, bcast_u4(xu + col[5]), _mm512_load_si512((const void*)(W + 320)));
-      b2 = _mm512_dpbusd_epi32(b2, bcast_u4(xu + col[6]), _mm512_load_si512((const void*)(W + 384)));
-      b3 = _mm512_dpbusd_epi32(b3, bcast_u4(xu + col[7]), _mm512_load_si512((const void*)(W + 448)));
+  for (int g = 0; g < p->s_ngroups; g++) {
+    const int gs = np - 4 * g < 4 ? np - 4 * g : 4;
+    __m512i acc[4];
+    switch (gs) {
+      case 4: stream_group(&col, &W, xu, p->s_cnt[g], acc, 4, 2); break;
+      case 3: stream_group(&col, &W, xu, p->s_cnt[g], acc, 3, 2); break;
+      case 2: stream_group(&col, &W, xu, p->s_cnt[g], acc, 2, 4); break;
+      default: stream_group(&col, &W, xu, p->s_cnt[g], acc, 1, 8); break;
     }
-    if (j < c) {
-      a0 = _mm512_dpbusd_epi32(a0, bcast_u4(xu + col[0]), _mm512_load_si512((const void*)W));
-      a1 = _mm512_dpbusd_epi32(a1, bcast_u4(xu + col[1]), _mm512_load_si512((const void*)(W + 64)));
-      a2 = _mm512_dpbusd_epi32(a2, bcast_u4(xu + col[2]), _mm512_load_si512((const void*)(W + 128)));
-      a3 = _mm512_dpbusd_epi32(a3, bcast_u4(xu + col[3]), _mm512_load_si512((const void*)(W + 192)));
-      col += 4;
-      W += 256;
-    }
-    const __m512i acc[4] = {_mm512_add_epi32(a0, b0), _mm512_add_epi32(a1, b1), _mm512_add_epi32(a2, b2),
-                            _mm512_add_epi32(a3, b3)};
-    for (int u = 0; u < 4 && 4 * g + u < np; u++) {
-      const int n = (4 * g + u) * 16;
+    for (int u = 0; u < gs; u++) {
+      const int n = p->s_pan[4 * g + u] * 16;
       const Q16 q = q16_load(e, n, p->N - n < 16 ? p->N - n : 16);
       store_q8_16(&q, acc[u], y + n);
     }
@@ -193,7 +262,7 @@ static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int
 static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored) {
   int8_t* y = (int8_t*)yv;
-  if (M == 1 && pre_xored && p->s_cnt && n0 == 0 && n1 == p->N) {
+  if (M == 1 && pre_xored && p->s_pan && n0 == 0 && n1 == p->N) {
     vnni_i8_stream(p, e, x, y);
     return;
   }
@@ -221,36 +290,7 @@ static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const
       store_q8_16(&q, a3, y + (size_t)(m + 3) * ldy + n);
     }
     for (; m < M; m++) {
-      const int8_t* xr = x + (size_t)m * ldx;
-      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-      int b = b0;
-      /* eight independent chains: vpdpbusd latency is 4-6 cycles on current x86 cores */
-      for (; b + 8 <= b1; b += 8) {
-        const int8_t* w = W + (size_t)b * 64;
-        const int32_t* ix = p->idx + b;
-        a0 = _mm512_dpbusd_epi32(a0, BX(xr + ix[0]), _mm512_load_si512((const void*)w));
-        a1 = _mm512_dpbusd_epi32(a1, BX(xr + ix[1]), _mm512_load_si512((const void*)(w + 64)));
-        a2 = _mm512_dpbusd_epi32(a2, BX(xr + ix[2]), _mm512_load_si512((const void*)(w + 128)));
-        a3 = _mm512_dpbusd_epi32(a3, BX(xr + ix[3]), _mm512_load_si512((const void*)(w + 192)));
-        a4 = _mm512_dpbusd_epi32(a4, BX(xr + ix[4]), _mm512_load_si512((const void*)(w + 256)));
-        a5 = _mm512_dpbusd_epi32(a5, BX(xr + ix[5]), _mm512_load_si512((const void*)(w + 320)));
-        a6 = _mm512_dpbusd_epi32(a6, BX(xr + ix[6]), _mm512_load_si512((const void*)(w + 384)));
-        a7 = _mm512_dpbusd_epi32(a7, BX(xr + ix[7]), _mm512_load_si512((const void*)(w + 448)));
-      }
-      a0 = _mm512_add_epi32(a0, a4);
-      a1 = _mm512_add_epi32(a1, a5);
-      a2 = _mm512_add_epi32(a2, a6);
-      a3 = _mm512_add_epi32(a3, a7);
-      for (; b + 4 <= b1; b += 4) {
-        const int8_t* w = W + (size_t)b * 64;
-        a0 = _mm512_dpbusd_epi32(a0, BX(xr + p->idx[b]), _mm512_load_si512((const void*)w));
-        a1 = _mm512_dpbusd_epi32(a1, BX(xr + p->idx[b + 1]), _mm512_load_si512((const void*)(w + 64)));
-        a2 = _mm512_dpbusd_epi32(a2, BX(xr + p->idx[b + 2]), _mm512_load_si512((const void*)(w + 128)));
-        a3 = _mm512_dpbusd_epi32(a3, BX(xr + p->idx[b + 3]), _mm512_load_si512((const void*)(w + 192)));
-      }
-      for (; b < b1; b++)
-        a0 = _mm512_dpbusd_epi32(a0, BX(xr + p->idx[b]), _mm512_load_si512((const void*)(W + (size_t)b * 64)));
-      const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+      const __m512i acc = vnni_row_acc(p, x + (size_t)m * ldx, b0, b1, pre_xored);
       store_q8_16(&q, acc, y + (size_t)m * ldy + n);
     }
   }

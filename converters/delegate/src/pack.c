@@ -173,6 +173,43 @@ void edge_quantize_multiplier(double m, int32_t* q, int* shift) {
   *shift = sh;
 }
 
+/* Why the fusion is exact (b = mult >= 0, x = SRDHM(a, b) = floor((P + 2^30) / 2^31), P = a * b; see
+ * srdhm16 in kernels_avx512.c): the rounding right shift by r >= 1 is floor((x + 2^(r-1)) / 2^r)
+ * for ties toward +inf, and floor((x + 2^(r-1) - 1) / 2^r) for ties away from zero when x < 0;
+ * x < 0 exactly when P < -2^30.  Since floor(floor(X) / n) = floor(X / n) for whole n, and adding
+ * the zero point z commutes with the floor, y = floor((P + 2^30 + 2^(30+r) + z * 2^(31+r)) / 2^(31+r))
+ * (less 2^31 in the numerator for the away case).  r <= 22 keeps the constant within 62 bits, and
+ * r >= 1 keeps |y| <= 2^30, so the int32 zero-point addition cannot wrap in TFLite either.
+ * Returns 0 (e->fused set or left 0) or -1 when out of memory. */
+int edge_epilogue_fuse(EdgeEpilogue* e, int N, int64_t** rc_out, int32_t** sh_out) {
+  *rc_out = NULL;
+  *sh_out = NULL;
+  e->fused = 0;
+  if (e->rmode == EDGE_ROUND_SINGLE || N <= 0) return 0;
+  for (int n = 0; n < N; n++)
+    if (e->lshift[n] != 0 || e->rshift[n] < 1 || e->rshift[n] > 22) return 0;
+  const size_t Np = ((size_t)N + 15) & ~(size_t)15;
+  int64_t* rc = (int64_t*)aligned_alloc(64, Np * sizeof(int64_t));
+  int32_t* sh = (int32_t*)aligned_alloc(64, Np * sizeof(int32_t));
+  if (!rc || !sh) {
+    free(rc);
+    free(sh);
+    return -1;
+  }
+  for (size_t n = 0; n < Np; n++) {
+    const int r = n < (size_t)N ? e->rshift[n] : 1;
+    const size_t j = n % 16, slot = n - j + (j % 2 ? 8 + j / 2 : j / 2);
+    rc[slot] = (1LL << 30) + (1LL << (30 + r)) + (int64_t)e->zp_out * (1LL << (31 + r));
+    sh[n] = 31 + r;
+  }
+  e->frc = rc;
+  e->fsh = sh;
+  e->fused = 1;
+  *rc_out = rc;
+  *sh_out = sh;
+  return 0;
+}
+
 /* ---- packing ---- */
 
 static void* amalloc(size_t bytes) {
@@ -188,6 +225,7 @@ void edge_packed_free(EdgePacked* p) {
   free(p->idx);
   free(p->w);
   free(p->s_cnt);
+  free(p->s_pan);
   free(p->s_col);
   free(p->s_w);
   memset(p, 0, sizeof(*p));
@@ -307,26 +345,36 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
     }
   }
   if (layout == EDGE_LAYOUT_16X4 && dtype == EDGE_I8) {
+    /* groups of four panels with similar block counts: panels sorted by count (descending, stable),
+     * so padding each group to its longest panel adds few zero blocks; the last group holds the
+     * np % 4 smallest panels when np is not a multiple of four */
     const int ngr = (np + 3) / 4;
     size_t ne = 0;
+    p->s_ngroups = ngr;
     p->s_cnt = (int32_t*)calloc((size_t)ngr + 1, sizeof(int32_t));
-    if (!p->s_cnt) return -1;
+    p->s_pan = (int32_t*)malloc(((size_t)np + 1) * sizeof(int32_t));
+    if (!p->s_cnt || !p->s_pan) return -1;
+    for (int i = 0; i < np; i++) {
+      const int32_t ci = p->ptr[i + 1] - p->ptr[i];
+      int j = i;
+      for (; j > 0 && p->ptr[p->s_pan[j - 1] + 1] - p->ptr[p->s_pan[j - 1]] < ci; j--) p->s_pan[j] = p->s_pan[j - 1];
+      p->s_pan[j] = i;
+    }
     for (int g = 0; g < ngr; g++) {
-      int c = 0;
-      for (int pn = 4 * g; pn < 4 * g + 4 && pn < np; pn++)
-        if (p->ptr[pn + 1] - p->ptr[pn] > c) c = p->ptr[pn + 1] - p->ptr[pn];
-      p->s_cnt[g] = c;
-      ne += (size_t)4 * c;
+      const int pn = p->s_pan[4 * g], gs = np - 4 * g < 4 ? np - 4 * g : 4;
+      p->s_cnt[g] = p->ptr[pn + 1] - p->ptr[pn];
+      ne += (size_t)gs * p->s_cnt[g];
     }
     p->s_col = (int32_t*)calloc(ne ? ne : 1, sizeof(int32_t));
     p->s_w = amalloc(ne * 64); /* zeroed: padding blocks contribute nothing */
     if (!p->s_col || !p->s_w) return -1;
     size_t e = 0;
     for (int g = 0; g < ngr; g++) {
+      const int gs = np - 4 * g < 4 ? np - 4 * g : 4;
       for (int j = 0; j < p->s_cnt[g]; j++) {
-        for (int u = 0; u < 4; u++, e++) {
-          const int pn = 4 * g + u;
-          if (pn >= np || j >= p->ptr[pn + 1] - p->ptr[pn]) continue; /* column 0, zero weights */
+        for (int u = 0; u < gs; u++, e++) {
+          const int pn = p->s_pan[4 * g + u];
+          if (j >= p->ptr[pn + 1] - p->ptr[pn]) continue; /* column 0, zero weights */
           const size_t src = (size_t)p->ptr[pn] + (size_t)j;
           p->s_col[e] = p->idx[src];
           memcpy((int8_t*)p->s_w + e * 64, (const int8_t*)p->w + src * 64, 64);

@@ -141,6 +141,21 @@ def test_random_layouts_isas_threads_batches_match_reference(name, batch, layout
     _assert_same(_run(it, x), _reference(model, x))
 
 
+@pytest.mark.parametrize("name", ["i8_conv", "f32_conv_densify"])
+def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
+    """With 2 threads, ops with enough work alternate one thread and the pool for their first 16
+    invokes, then keep the faster; every one of those invokes (and the ones after) stays exact."""
+    model = MODELS[name]()
+    it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
+    plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
+    for i in range(20):
+        x = _input(plain, 40, 100 + i)
+        _assert_same(_run(it, x), _run(plain, x))
+    decisions = [line for line in capfd.readouterr().err.splitlines() if "(best of 8) ->" in line]
+    assert decisions, "no op was large enough to try the thread pool"
+    assert all(line.endswith(("-> threads", "-> 1 thread")) for line in decisions)
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_wide_int8_input_both_vnni_paths(batch):
     """Inputs up to 16 KiB are converted to unsigned once; larger ones on the fly (batch 5 x 4200)."""

@@ -309,7 +309,11 @@ typedef struct Op {
   int64_t* frc;
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
-  int parallel;
+  int parallel;   /* enough work to try splitting it over the pool */
+  int trials;     /* invokes timed so far, alternating 1 thread / the pool (see THREAD_TRIALS) */
+  int use_pool;   /* the measured choice once trials are done */
+  int trial_M, trial_nt; /* rows and threads the trials were for (a re-prepare keeps them) */
+  double t_one, t_pool;
 #ifdef EDGE_PROFILE
   unsigned long long prof_cycles;
 #endif
@@ -339,6 +343,11 @@ typedef struct Kernel {
 } Kernel;
 
 #define IM2COL_ROWS 64
+/* Whether splitting an op over threads pays is measured, not assumed: the first 2 * THREAD_TRIALS
+ * invokes alternate one thread and the pool (best time of each), then the faster one stays.  Other
+ * threads of the process (XNNPACK's own pool spins between its jobs) can make the split slower
+ * than one core, which no static work threshold predicts. */
+#define THREAD_TRIALS 8
 
 static double now_us(void) {
   struct timespec ts;
@@ -698,7 +707,16 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
       if (b > sb) sb = b;
     }
     /* threads pay off only for ops with enough work; tiny batch-1 layers stay on one core */
-    op->parallel = nt > 1 && (double)op->s.M * op->s.N * op->s.K * (1.0 - op->s.sparsity) > 400000.0;
+    /* sparse products plus the per-output requantization (~16 multiply-adds' worth each) */
+    const double work = (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
+    const int parallel = nt > 1 && work > 400000.0;
+    if (parallel != op->parallel || op->s.M != op->trial_M || nt != op->trial_nt) { /* measure again */
+      op->trials = 0;
+      op->use_pool = 0;
+      op->trial_M = op->s.M;
+      op->trial_nt = nt;
+    }
+    op->parallel = parallel;
   }
   if (sb > k->scratch_bytes || !k->scratch) {
     if (k->scratch)
@@ -805,10 +823,26 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
 #ifdef EDGE_PROFILE
     const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
-    if (op->parallel && k->pool)
+    if (op->parallel && k->pool && op->trials < 2 * THREAD_TRIALS) {
+      const int pool = op->trials & 1;
+      const double t0 = now_us();
+      if (pool)
+        edge_pool_run(k->pool, run_share, &j);
+      else
+        run_share(&j, 0, 1);
+      const double dt = now_us() - t0;
+      double* best = pool ? &op->t_pool : &op->t_one;
+      if (op->trials < 2 || dt < *best) *best = dt;
+      if (++op->trials == 2 * THREAD_TRIALS) {
+        op->use_pool = op->t_pool < 0.9 * op->t_one;
+        vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
+             op->t_pool, op->t_one, THREAD_TRIALS, op->use_pool ? "threads" : "1 thread");
+      }
+    } else if (op->parallel && k->pool && op->use_pool) {
       edge_pool_run(k->pool, run_share, &j);
-    else
+    } else {
       run_share(&j, 0, 1);
+    }
 #ifdef EDGE_PROFILE
     op->prof_cycles += __builtin_ia32_rdtsc() - t_op;
 #endif

@@ -28,6 +28,7 @@ _LAZY = {
     "open_search": "edge_lottery.workdir",
     "SearchConfig": "edge_lottery.config",
     "TrainConfig": "edge_lottery.config",
+    "LRSchedule": "edge_lottery.config",
     "load_dataset": "edge_lottery.data",
     "build_model": "edge_lottery.models",
     "get_model_spec": "edge_lottery.models",

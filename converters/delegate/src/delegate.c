@@ -45,6 +45,7 @@ typedef struct DelegateData {
   EdgeDelegate base; /* first member: the runtime sees a TfLiteDelegate* */
   Options opt;
   EdgeKernelTable kt;
+  int whole_graph; /* the graph being prepared is claimed entirely (set before its kernels init) */
 } DelegateData;
 
 static void vlog(const DelegateData* dd, const char* fmt, ...) {
@@ -334,6 +335,7 @@ typedef struct Kernel {
   int* copy_in;
   EdgePool* pool;
   int nthreads;
+  int whole_graph;
   void** scratch;
   size_t scratch_bytes;
   char error[256];
@@ -579,6 +581,7 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
   Kernel* k = (Kernel*)calloc(1, sizeof(Kernel));
   if (!k) return NULL;
   k->dd = dd;
+  k->whole_graph = dd->whole_graph;
   const EdgeIntArray* nodes = params->nodes_to_replace;
   int* densify_of = (int*)malloc(ctx->tensors_size * sizeof(int));
   k->ops = (Op*)calloc((size_t)nodes->size, sizeof(Op));
@@ -686,7 +689,9 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     k->int_buf[i] = aligned_alloc(64, (t->bytes + 63) & ~(size_t)63);
     if (!k->int_buf[i]) return eStatusError;
   }
-  int nt = k->dd->opt.num_threads > 0 ? k->dd->opt.num_threads : ctx->recommended_num_threads;
+  /* By default threads are used only when this partition is the whole graph (see delegate_prepare). */
+  int nt = k->dd->opt.num_threads > 0 ? k->dd->opt.num_threads
+                                      : (k->whole_graph ? ctx->recommended_num_threads : 1);
   if (nt < 1) nt = 1;
   if (nt > 64) nt = 64;
   if (nt != k->nthreads) {
@@ -949,6 +954,11 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     vlog(dd, "node %d: RESHAPE claimed (alias feeding a claimed FULLY_CONNECTED)", nodes[i]);
   }
   int rc = eStatusOk;
+  dd->whole_graph = claim->size == nplan;
+  if (claim->size > 0 && !dd->whole_graph && dd->opt.num_threads == 0 && ctx->recommended_num_threads > 1)
+    vlog(dd, "threads: the rest of the graph runs on the next delegate's %d threads; a second pool on the same "
+         "cores would compete with it, so the kernels stay on one thread (set num_threads to override)",
+         ctx->recommended_num_threads);
   if (claim->size > 0) {
     qsort(claim->data, (size_t)claim->size, sizeof(int), cmp_int);
     EdgeRegistration reg;

@@ -45,6 +45,15 @@ ONE_SHOT_PATTERNS: dict[str, float] = {"2:4": 0.5}
 MAX_LEVELS = 100
 
 
+def _known_keys(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
+    """``d`` as keyword arguments for dataclass ``cls``; an unknown key is a one-line ConfigError."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(expected(f"{cls.__name__} keys", "one of " + ", ".join(sorted(names)), unknown[0]))
+    return dict(d)
+
+
 def _choice(what: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(expected(what, "one of " + ", ".join(choices), value))
@@ -163,11 +172,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(expected("TrainConfig keys", "one of " + ", ".join(sorted(names)), unknown[0]))
-        kwargs = dict(d)
+        kwargs = _known_keys(cls, d)
         if "lr_milestones" in kwargs:
             kwargs["lr_milestones"] = tuple(int(m) for m in kwargs["lr_milestones"])
         return cls(**kwargs)
@@ -300,11 +305,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SearchConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(expected("SearchConfig keys", "one of " + ", ".join(sorted(names)), unknown[0]))
-        kwargs = dict(d)
+        kwargs = _known_keys(cls, d)
         if kwargs.get("train") is not None and not isinstance(kwargs["train"], TrainConfig):
             kwargs["train"] = TrainConfig.from_dict(kwargs["train"])
         kwargs["exclude"] = tuple(kwargs.get("exclude", ()))
@@ -388,11 +389,7 @@ class LRSchedule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LRSchedule:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(expected("LRSchedule keys", "one of " + ", ".join(sorted(names)), unknown[0]))
-        kwargs = dict(d)
+        kwargs = _known_keys(cls, d)
         if "milestones" in kwargs:
             kwargs["milestones"] = tuple(int(m) for m in kwargs["milestones"])
         return cls(**kwargs).validate()

@@ -53,26 +53,12 @@ def block_prune(w: np.ndarray, sparsity: float, rows: int, cols: int) -> np.ndar
     return w * mask
 
 
-def convert(model, dtype: str, rep: np.ndarray, sparse_format: bool = False) -> bytes:
-    import tensorflow as tf
+def convert(model, dtype: str, rep: np.ndarray) -> bytes:
+    """The product's own conversion (``converters.tflite.convert``): int8 is full-integer with int8
+    I/O, calibrated on the first 64 rows of ``rep``."""
+    from converters.tflite import convert as tflite_convert
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    opts = []
-    if dtype == "int8":
-        opts.append(tf.lite.Optimize.DEFAULT)
-
-        def gen():
-            for i in range(min(64, len(rep))):
-                yield [rep[i : i + 1].astype(np.float32)]
-
-        conv.representative_dataset = gen
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    if sparse_format:
-        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    conv.optimizations = opts
-    return conv.convert()
+    return tflite_convert(model, dtype, rep[:64])
 
 
 def load_mnist(data_dir: Path):

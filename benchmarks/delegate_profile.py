@@ -1,0 +1,189 @@
+"""Profile of the sparse delegate's int8 time: where the cycles of a claimed op go.
+
+Not a test. Writes docs/results/delegate_profile.{json,md} with machine, versions and settings:
+
+* per-op TSC cycles of the LeNet-300-100 int8 16x4 ticket (batch 1) and of mobilenet_v1_025 int8
+  (90 % 16x4 on its 1x1 convolutions, batch 1), from a developer build of the delegate
+  (``-DEDGE_PROFILE``, built into a temporary directory; the installed library is not touched);
+* the batch-1 stream's entries (stored blocks plus zero padding) per layer of the ticket, for
+  panels grouped in order (the previous layout) and grouped by block count (the current one);
+* the thread-pool trials of every claimed convolution of mobilenet_v1_025 int8 at batch 8 with
+  2 threads forced (``num_threads=2``), as the delegate's verbose log reports them;
+* the hot-loop cost of one stored block and of the broadcast alternatives
+  (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only).
+
+    nice python benchmarks/delegate_profile.py    # ~3 min on 2 cores (trains the LeNet ticket)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import converters.delegate as cd
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+import sparse_delegate as sd  # noqa: E402  (the same tickets and models as the speed benchmark)
+
+_CHILD = r"""
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter, load_delegate
+lib, model, batch, threads, n, options = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+opts = dict(kv.split("=") for kv in options.split(",") if kv)
+it = Interpreter(model_path=model, experimental_delegates=[load_delegate(lib, opts)], num_threads=threads)
+d = it.get_input_details()[0]
+if d["shape"][0] != batch:
+    it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+it.allocate_tensors()
+d = it.get_input_details()[0]
+it.set_tensor(d["index"], np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(np.int8))
+for _ in range(n):
+    it.invoke()
+del it
+"""
+_OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
+_TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+
+
+def build_profile_library(tmp: Path) -> Path:
+    env = dict(os.environ, CFLAGS="-DEDGE_PROFILE")
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "-b", str(tmp / "lib"), "-t", str(tmp / "obj")],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    return next((tmp / "lib" / "converters" / "delegate").glob("_edge_sparse_delegate*.so"))
+
+
+def run_child(lib: Path, model: Path, batch: int, threads: int, n: int, options: str) -> str:
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(lib), str(model), str(batch), str(threads), str(n),
+                          options], capture_output=True, text=True, check=True)
+    return out.stderr
+
+
+def per_op_cycles(stderr: str) -> list[dict]:
+    return [{"node": int(m[1]), "M": int(m[2]), "K": int(m[3]), "N": int(m[4]), "cycles": int(m[5])}
+            for m in _OP.finditer(stderr)]
+
+
+def stream_entries(model: Path) -> list[dict]:
+    """Batch-1 stream entries per 16x4 int8 layer: in-order groups of 4 panels padded to their
+    longest panel (the previous layout) against groups of panels sorted by block count."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model))
+    rows = []
+    for d in it.get_tensor_details():
+        if len(d["shape"]) != 2 or d["dtype"] != np.int8 or d["shape"][0] < 16:
+            continue
+        try:
+            w = it.get_tensor(d["index"])
+        except ValueError:
+            continue
+        n, k = w.shape
+        counts = np.array([sum(bool(np.any(w[p:p + 16, g:g + 4])) for g in range(0, k, 4)) for p in range(0, n, 16)])
+        in_order = int(sum(4 * counts[i:i + 4].max() for i in range(0, len(counts), 4)))
+        ranked = np.sort(counts)[::-1]
+        by_count = int(sum(len(ranked[i:i + 4]) * ranked[i] for i in range(0, len(ranked), 4)))
+        rows.append({"layer": d["name"], "shape": [int(n), int(k)], "stored_blocks": int(counts.sum()),
+                     "entries_in_order": in_order, "entries_by_count": by_count})
+    return rows
+
+
+def block_loop(tmp: Path) -> dict[str, float] | None:
+    if "avx512_vnni" not in Path("/proc/cpuinfo").read_text() or not shutil.which("gcc"):
+        return None
+    exe = tmp / "block_loop"
+    subprocess.run(["gcc", "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-o", str(exe),
+                    str(REPO / "benchmarks" / "delegate_block_loop.c")], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    return {name: float(v) for name, v in (line.split() for line in out.splitlines())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "delegate_profile")
+    ap.add_argument("--epochs", type=int, default=3)
+    args = ap.parse_args()
+    if not (args.data_dir / "mnist.npz").is_file():
+        sys.exit(f"delegate_profile: expected MNIST at {args.data_dir / 'mnist.npz'}, not found (--data-dir)")
+    info = sd.machine()
+    result: dict = {"machine": info, "settings": {"epochs": args.epochs, "lenet_invokes": 20000,
+                                                  "mobilenet_invokes": 300, "tsc": "rdtsc, cycles of the TSC"}}
+    with tempfile.TemporaryDirectory(prefix="delegate_profile_") as tmpdir:
+        tmp = Path(tmpdir)
+        lib = build_profile_library(tmp)
+        xtr = sd.load_mnist(args.data_dir)[0]
+        ticket, method = sd.search_ticket(args.data_dir, "block16x4", 0.9, args.epochs)
+        lenet = tmp / "lenet_i8.tflite"
+        lenet.write_bytes(sd.convert(ticket, "int8", xtr[:64, ..., None]))
+        mobile = tmp / "mobilenet_i8.tflite"
+        mobile.write_bytes(sd.mobilenet("int8", 0.9))
+        result["lenet_ticket"] = method
+        result["lenet_ops"] = per_op_cycles(run_child(lib, lenet, 1, 1, 20000, "min_sparsity=0"))
+        result["lenet_stream"] = stream_entries(lenet)
+        result["mobilenet_ops"] = per_op_cycles(run_child(lib, mobile, 1, 1, 300, "min_sparsity=0.5"))
+        trials = run_child(cd.library_path(), mobile, 8, 2, 40, "min_sparsity=0.5,num_threads=2,verbose=1")
+        result["mobilenet_thread_trials"] = [
+            {"node": int(m[1]), "threads": int(m[2]), "pool_us": float(m[3]), "one_thread_us": float(m[4]),
+             "choice": m[5]} for m in (_TRIAL.search(line) for line in trials.splitlines()) if m]
+        result["block_loop_tsc_cycles_per_block"] = block_loop(tmp)
+    write(args.out, result)
+
+
+def write(out: Path, r: dict) -> None:
+    from edge_lottery.atomic import atomic_write_json, atomic_write_text
+
+    m = r["machine"]
+    md = ["# Sparse delegate: where the int8 time goes", "",
+          f"Generated by `benchmarks/delegate_profile.py` on {m['date_utc']}.", "",
+          "Machine and versions: " + ", ".join(f"{k}={v}" for k, v in m.items()), "",
+          "Settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()), "",
+          "Cycles are TSC cycles (the TSC runs at the nominal clock; the cores may boost), means per invoke",
+          "from a `-DEDGE_PROFILE` build of the delegate while LiteRT runs the model from Python.", "",
+          "## LeNet-300-100 int8 16x4 ticket, batch 1, 1 thread", "", f"Ticket: {r['lenet_ticket']}.", "",
+          "| node | M | K | N | cycles |", "|---|---|---|---|---|"]
+    md += [f"| {o['node']} | {o['M']} | {o['K']} | {o['N']} | {o['cycles']} |" for o in r["lenet_ops"]]
+    md += [f"| all | | | | {sum(o['cycles'] for o in r['lenet_ops'])} |", "",
+           "Batch-1 stream entries (stored blocks plus zero padding to the longest panel of each group of 4):", "",
+           "| layer | shape [N, K] | stored blocks | panels grouped in order | grouped by block count |",
+           "|---|---|---|---|---|"]
+    md += [f"| {s['layer'][:48]} | {s['shape']} | {s['stored_blocks']} | {s['entries_in_order']} | "
+           f"{s['entries_by_count']} |" for s in r["lenet_stream"]]
+    ops = r["mobilenet_ops"]
+    outputs = sum(o["M"] * o["N"] for o in ops)
+    total = sum(o["cycles"] for o in ops)
+    md += ["", "## mobilenet_v1_025 int8, 1x1 convolutions 90 % 16x4, batch 1, 1 thread", "",
+           "| node | M (pixels) | K | N | cycles | cycles per output |", "|---|---|---|---|---|---|"]
+    md += [f"| {o['node']} | {o['M']} | {o['K']} | {o['N']} | {o['cycles']} | {o['cycles'] / (o['M'] * o['N']):.2f} |"
+           for o in ops]
+    md += [f"| all | | | | {total} ({total / 2.6e3:.1f} us at 2.6 GHz) | {total / outputs:.2f} |", "",
+           "## Thread-pool trials: mobilenet_v1_025 int8, batch 8, 2 threads forced (`num_threads=2`)", "",
+           "Best of 8 timed invokes each, while XNNPACK runs the rest of the graph with 2 threads.", "",
+           "| node | pool (us) | 1 thread (us) | pool / 1 thread | kept |", "|---|---|---|---|---|"]
+    md += [f"| {t['node']} | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | {t['pool_us'] / t['one_thread_us']:.1f}x | "
+           f"{t['choice']} |" for t in r["mobilenet_thread_trials"]]
+    bl = r["block_loop_tsc_cycles_per_block"]
+    md += ["", "## Hot-loop cost of one stored int8 16x4 block (benchmarks/delegate_block_loop.c)", ""]
+    if bl is None:
+        md.append("Not run: needs AVX-512 VNNI and gcc.")
+    else:
+        md += ["TSC cycles per block, best of 20000 runs over 400 random blocks:", "",
+               "| variant | cycles per block |", "|---|---|"]
+        md += [f"| {k} | {v:.2f} |" for k, v in bl.items()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out.with_suffix(".json"), r)
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

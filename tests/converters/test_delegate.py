@@ -156,6 +156,21 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
     assert all(line.endswith(("-> threads", "-> 1 thread")) for line in decisions)
 
 
+@pytest.mark.parametrize(("name", "batch"), [("i8_wide", 4), ("f32_flatten", 40), ("i8_16x4", 30)])
+def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, capfd):
+    """Ops too small to split one by one run as one pool job with a barrier between them (their first
+    16 invokes alternate that and one thread); each of those invokes, and those after, stays exact."""
+    model = MODELS[name]()
+    it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
+    plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
+    for i in range(20):
+        x = _input(plain, batch, 300 + i)
+        _assert_same(_run(it, x), _run(plain, x))
+    decisions = [line for line in capfd.readouterr().err.splitlines() if "as one job on 2 threads" in line]
+    assert len(decisions) == 1, "the op chain was not tried as one pool job"
+    assert decisions[0].endswith(("-> threads", "-> 1 thread"))
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_wide_int8_input_both_vnni_paths(batch):
     """Inputs up to 16 KiB are converted to unsigned once; larger ones on the fly (batch 5 x 4200)."""

@@ -336,6 +336,10 @@ typedef struct Kernel {
   EdgePool* pool;
   int nthreads;
   int whole_graph;
+  /* small direct ops (batch-1 layers) that may run as one pool job (run_chain), measured like
+   * single ops: chain_trials alternate the two, then use_chain holds the faster */
+  int chain, chain_trials, use_chain, chain_nt;
+  double t_chain, t_serial;
   void** scratch;
   size_t scratch_bytes;
   char error[256];
@@ -350,6 +354,7 @@ typedef struct Kernel {
  * threads of the process (XNNPACK's own pool spins between its jobs) can make the split slower
  * than one core, which no static work threshold predicts. */
 #define THREAD_TRIALS 8
+#define CHAIN_MAX_OPS 64
 
 static double now_us(void) {
   struct timespec ts;
@@ -723,6 +728,21 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     }
     op->parallel = parallel;
   }
+  /* ops too small to split one by one (batch-1 layers) may still pay as one job for the chain */
+  int chain = nt > 1 && k->nops <= CHAIN_MAX_OPS;
+  double chain_work = 0.0;
+  for (int i = 0; i < k->nops && chain; i++) {
+    const Op* op = &k->ops[i];
+    chain = op->direct && !op->parallel;
+    chain_work += (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
+  }
+  chain = chain && chain_work > 20000.0;
+  if (chain != k->chain || nt != k->chain_nt) {
+    k->chain_trials = 0;
+    k->use_chain = 0;
+    k->chain_nt = nt;
+  }
+  k->chain = chain;
   if (sb > k->scratch_bytes || !k->scratch) {
     if (k->scratch)
       for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
@@ -778,6 +798,23 @@ static void im2col_rows(const Op* op, const void* xin, void* buf, int m0, int mt
   }
 }
 
+/* First output panel of a share when an op's panels are split over threads: panel layouts split
+ * at equal stored blocks (plus two blocks' worth per panel for its epilogue), since pruning leaves
+ * panels with very different block counts; other layouts at equal panel counts. */
+static int share_start(const EdgePacked* pk, int N, int share, int nshares) {
+  const int np = (N + 15) / 16;
+  if (share <= 0) return 0;
+  if (share >= nshares) return np;
+  const int panels = pk->layout == EDGE_LAYOUT_DENSE || pk->layout == EDGE_LAYOUT_16X1 ||
+                     pk->layout == EDGE_LAYOUT_16X4;
+  if (!panels || !pk->ptr || pk->npanels != np) return (int)((int64_t)np * share / nshares);
+  const int64_t total = (int64_t)pk->ptr[np] + 2 * (int64_t)np;
+  const int64_t goal = total * share / nshares;
+  int pn = 0;
+  while (pn < np && (int64_t)pk->ptr[pn] + 2 * (int64_t)pn < goal) pn++;
+  return pn;
+}
+
 static void run_share(void* arg, int share, int nshares) {
   Job* j = (Job*)arg;
   Op* op = j->op;
@@ -790,8 +827,7 @@ static void run_share(void* arg, int share, int nshares) {
         op->fn(&op->pk, &op->ep, (const uint8_t*)j->x + (size_t)m0 * s->K * es, m1 - m0, s->K,
                (uint8_t*)j->y + (size_t)m0 * s->N * es, s->N, 0, s->N);
     } else { /* split output panels */
-      const int np = (s->N + 15) / 16;
-      const int p0 = np * share / nshares, p1 = np * (share + 1) / nshares;
+      const int p0 = share_start(&op->pk, s->N, share, nshares), p1 = share_start(&op->pk, s->N, share + 1, nshares);
       const int n1 = p1 * 16 < s->N ? p1 * 16 : s->N;
       if (p1 > p0) op->fn(&op->pk, &op->ep, j->x, s->M, s->K, j->y, s->N, p0 * 16, n1);
     }
@@ -807,6 +843,22 @@ static void run_share(void* arg, int share, int nshares) {
   }
 }
 
+typedef struct Chain {
+  Kernel* k;
+  Job* jobs;
+} Chain;
+
+/* The whole op chain as one pool job: each thread runs its share of every op, with a barrier
+ * between ops (the next op reads all of the previous op's outputs).  One wake-up per invoke
+ * instead of one per op is what lets batch-1 layers of a few microseconds use two cores. */
+static void run_chain(void* arg, int share, int nshares) {
+  const Chain* c = (const Chain*)arg;
+  for (int i = 0; i < c->k->nops; i++) {
+    if (i) edge_pool_barrier(c->k->pool);
+    run_share(&c->jobs[i], share, nshares);
+  }
+}
+
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
   Kernel* k = (Kernel*)node->user_data;
   if (!k || k->error[0]) return eStatusError;
@@ -817,6 +869,40 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     const void* src = tensor_ptr(ctx, k, k->copy_in[i]);
     void* dst = ctx->tensors[k->copy_out[i]].data;
     if (src && dst && src != dst) memcpy(dst, src, ctx->tensors[k->copy_out[i]].bytes);
+  }
+  if (k->chain && k->pool) {
+    Job jobs[CHAIN_MAX_OPS];
+    for (int i = 0; i < k->nops; i++) {
+      Op* op = &k->ops[i];
+      jobs[i] = (Job){k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
+      if (!jobs[i].x || !jobs[i].y) {
+        ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
+        return eStatusError;
+      }
+    }
+    Chain c = {k, jobs};
+    const int trial = k->chain_trials < 2 * THREAD_TRIALS;
+    const int pool = trial ? (k->chain_trials & 1) : k->use_chain;
+    const double t0 = trial ? now_us() : 0.0;
+    if (pool)
+      edge_pool_run(k->pool, run_chain, &c);
+    else
+      for (int i = 0; i < k->nops; i++) run_share(&jobs[i], 0, 1);
+    if (trial) {
+      const double dt = now_us() - t0;
+      double* best = pool ? &k->t_chain : &k->t_serial;
+      if (k->chain_trials < 2 || dt < *best) *best = dt;
+      if (++k->chain_trials == 2 * THREAD_TRIALS) {
+        k->use_chain = k->t_chain < 0.9 * k->t_serial;
+        vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
+             k->nthreads, k->t_chain, k->t_serial, THREAD_TRIALS, k->use_chain ? "threads" : "1 thread");
+      }
+    }
+#ifdef EDGE_PROFILE
+    k->prof_cycles += __builtin_ia32_rdtsc() - t_start;
+    k->prof_calls++;
+#endif
+    return eStatusOk;
   }
   for (int i = 0; i < k->nops; i++) {
     Op* op = &k->ops[i];

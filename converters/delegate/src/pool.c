@@ -6,8 +6,21 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 
+/* After a job a worker first polls with the CPU's pause hint (a batch-1 invoke is a few
+ * microseconds: the next job must start within ~100 ns, which a sleeping thread cannot), then
+ * polls while yielding the core to other threads, then sleeps on the condvar. */
+#define SPIN_PAUSE_ROUNDS 4000
 #define SPIN_ROUNDS 20000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 struct EdgePool {
   int n;
@@ -15,10 +28,14 @@ struct EdgePool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   unsigned gen;    /* bumped (atomically) for every job */
+  int sleepers;    /* workers waiting (or about to wait) on cv */
   int pending;     /* workers still running the current job */
   int stop;
   EdgeTaskFn fn;
   void* arg;
+  /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
+  _Alignas(64) unsigned bar_count;
+  unsigned bar_gen;
 };
 
 typedef struct {
@@ -34,13 +51,21 @@ static void* worker(void* varg) {
   unsigned seen = 0;
   for (;;) {
     unsigned g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
+    for (int i = 0; g == seen && i < SPIN_PAUSE_ROUNDS; i++) {
+      cpu_relax();
+      g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
+    }
     for (int i = 0; g == seen && i < SPIN_ROUNDS; i++) {
       if ((i & 63) == 63) sched_yield();
       g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
     }
     if (g == seen) {
       pthread_mutex_lock(&p->mu);
-      while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == seen && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+      /* announce the sleep before the last look at gen; edge_pool_run bumps gen before it reads
+       * sleepers (both sequentially consistent), so one of the two sees the other */
+      __atomic_add_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
+      while ((g = __atomic_load_n(&p->gen, __ATOMIC_SEQ_CST)) == seen && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+      __atomic_sub_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
       pthread_mutex_unlock(&p->mu);
     }
     if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
@@ -52,8 +77,9 @@ static void* worker(void* varg) {
 
 EdgePool* edge_pool_create(int nthreads) {
   if (nthreads < 2) return NULL;
-  EdgePool* p = (EdgePool*)calloc(1, sizeof(EdgePool));
+  EdgePool* p = (EdgePool*)aligned_alloc(64, (sizeof(EdgePool) + 63) & ~(size_t)63);
   if (!p) return NULL;
+  memset(p, 0, sizeof(EdgePool));
   p->n = nthreads;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
@@ -85,13 +111,33 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
   p->fn = fn;
   p->arg = arg;
   __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELEASE);
-  pthread_mutex_lock(&p->mu);
-  __atomic_add_fetch(&p->gen, 1, __ATOMIC_ACQ_REL);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+  __atomic_add_fetch(&p->gen, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST) > 0) { /* only sleeping workers need the condvar */
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+  }
   fn(arg, 0, p->n);
-  for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++)
+  for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
+    cpu_relax();
     if ((i & 255) == 255) sched_yield();
+  }
+}
+
+void edge_pool_barrier(EdgePool* p) {
+  if (!p || p->n < 2) return;
+  /* read the generation before arriving: the last thread to arrive resets the count, then
+   * advances the generation, which releases the others */
+  const unsigned g = __atomic_load_n(&p->bar_gen, __ATOMIC_ACQUIRE);
+  if (__atomic_add_fetch(&p->bar_count, 1, __ATOMIC_ACQ_REL) == (unsigned)p->n) {
+    __atomic_store_n(&p->bar_count, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&p->bar_gen, 1, __ATOMIC_ACQ_REL);
+    return;
+  }
+  for (int i = 0; __atomic_load_n(&p->bar_gen, __ATOMIC_ACQUIRE) == g; i++) {
+    cpu_relax();
+    if ((i & 1023) == 1023) sched_yield();
+  }
 }
 
 void edge_pool_destroy(EdgePool* p) {

@@ -13,5 +13,8 @@ EDGE_HIDDEN void edge_pool_destroy(EdgePool* p);
 EDGE_HIDDEN int edge_pool_size(const EdgePool* p);
 /* runs fn(arg, s, n) for s in [0, n) with n = pool size, returns when all shares are done */
 EDGE_HIDDEN void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg);
+/* called by every share of a running job: returns once all n shares have called it (a no-op
+ * without a pool) */
+EDGE_HIDDEN void edge_pool_barrier(EdgePool* p);
 
 #endif

@@ -9,16 +9,20 @@ Not a test. Writes docs/results/delegate_profile.{json,md} with machine, version
   panels grouped in order (the previous layout) and grouped by block count (the current one);
 * the thread-pool trials of every claimed convolution of mobilenet_v1_025 int8 at batch 8 with
   2 threads forced (``num_threads=2``), as the delegate's verbose log reports them;
+* the per-partition trials of the LeNet tickets (int8 16x4 and float32 16x1) run as one pool job on
+  2 threads, at batch 1 and 8 (the interpreter's 2 threads; the delegate runs the whole graph);
 * the hot-loop cost of one stored block and of the broadcast alternatives
-  (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only).
+  (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only), and the pool's hand-off cost
+  (benchmarks/delegate_pool_handoff.c, x86-64).
 
-    nice python benchmarks/delegate_profile.py    # ~3 min on 2 cores (trains the LeNet ticket)
+    nice python benchmarks/delegate_profile.py    # ~4 min on 2 cores (trains the LeNet tickets)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -46,13 +50,16 @@ if d["shape"][0] != batch:
     it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
 it.allocate_tensors()
 d = it.get_input_details()[0]
-it.set_tensor(d["index"], np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(np.int8))
+rng = np.random.default_rng(0)
+x = rng.integers(-128, 128, d["shape"]) if d["dtype"] == np.int8 else rng.uniform(0, 1, d["shape"])
+it.set_tensor(d["index"], x.astype(d["dtype"]))
 for _ in range(n):
     it.invoke()
 del it
 """
 _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+_CHAIN = re.compile(r"(\d+) ops as one job on (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 
 
 def build_profile_library(tmp: Path) -> Path:
@@ -107,6 +114,30 @@ def block_loop(tmp: Path) -> dict[str, float] | None:
     return {name: float(v) for name, v in (line.split() for line in out.splitlines())}
 
 
+def pool_handoff(tmp: Path) -> dict[str, float] | None:
+    if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"):
+        return None
+    exe, src = tmp / "pool_handoff", REPO / "converters" / "delegate" / "src"
+    subprocess.run(["gcc", "-O2", "-I", str(src), "-o", str(exe), str(REPO / "benchmarks" / "delegate_pool_handoff.c"),
+                    str(src / "pool.c"), "-lpthread"], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    return {name: float(v) for name, v in (line.split() for line in out.splitlines())}
+
+
+def chain_trials(lenet: dict[str, Path]) -> list[dict]:
+    rows = []
+    for name, model in lenet.items():
+        for batch in (1, 8):
+            for run in range(1, 4):  # separate processes: the second vCPU's availability varies between them
+                log = run_child(cd.library_path(), model, batch, 2, 40, "min_sparsity=0,verbose=1")
+                for m in (_CHAIN.search(line) for line in log.splitlines()):
+                    if m:
+                        rows.append({"ticket": name, "batch": batch, "run": run, "ops": int(m[1]),
+                                     "threads": int(m[2]), "pool_us": float(m[3]), "one_thread_us": float(m[4]),
+                                     "choice": m[5]})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
@@ -135,7 +166,13 @@ def main() -> None:
         result["mobilenet_thread_trials"] = [
             {"node": int(m[1]), "threads": int(m[2]), "pool_us": float(m[3]), "one_thread_us": float(m[4]),
              "choice": m[5]} for m in (_TRIAL.search(line) for line in trials.splitlines()) if m]
+        f32_ticket, f32_method = sd.search_ticket(args.data_dir, "block16x1", 0.9, args.epochs)
+        lenet_f32 = tmp / "lenet_f32.tflite"
+        lenet_f32.write_bytes(sd.convert(f32_ticket, "float32", xtr[:64, ..., None]))
+        result["lenet_f32_ticket"] = f32_method
+        result["lenet_chain_trials"] = chain_trials({"int8 16x4": lenet, "float32 16x1": lenet_f32})
         result["block_loop_tsc_cycles_per_block"] = block_loop(tmp)
+        result["pool_handoff_tsc_cycles"] = pool_handoff(tmp)
     write(args.out, result)
 
 
@@ -171,6 +208,26 @@ def write(out: Path, r: dict) -> None:
            "| node | pool (us) | 1 thread (us) | pool / 1 thread | kept |", "|---|---|---|---|---|"]
     md += [f"| {t['node']} | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | {t['pool_us'] / t['one_thread_us']:.1f}x | "
            f"{t['choice']} |" for t in r["mobilenet_thread_trials"]]
+    md += ["", "## One pool job per invoke: LeNet-300-100 tickets on 2 threads (whole graph claimed)", "",
+           "The partition's first 16 invokes alternate one pool job for all its ops (barriers between ops) and",
+           "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "
+           f"{r['lenet_f32_ticket']}.", "",
+           "Three processes per configuration: when the worker does not run promptly (on this VM it can share",
+           "a vCPU with the caller, or its vCPU is descheduled by the hypervisor), a pool job waits for it",
+           "(rows of ~160 us) and the trial keeps one thread.", "",
+           "| ticket | batch | process | ops | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
+           "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {t['ticket']} | {t['batch']} | {t['run']} | {t['ops']} | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | "
+           f"{t['pool_us'] / t['one_thread_us']:.2f}x | {t['choice']} |" for t in r["lenet_chain_trials"]]
+    ph = r["pool_handoff_tsc_cycles"]
+    md += ["", "## Pool hand-off (benchmarks/delegate_pool_handoff.c, pool.c as built)", ""]
+    if ph is None:
+        md.append("Not run: needs x86-64 and gcc.")
+    else:
+        md += ["TSC cycles per `edge_pool_run` on 2 threads: back to back (the worker polling; best of 5 x 100000)",
+               "and spaced by ~5000 cycles of work on the caller (`_spaced`; median of 2000):", "",
+               "| job | cycles |", "|---|---|"]
+        md += [f"| {k} | {v:.0f} |" for k, v in ph.items()]
     bl = r["block_loop_tsc_cycles_per_block"]
     md += ["", "## Hot-loop cost of one stored int8 16x4 block (benchmarks/delegate_block_loop.c)", ""]
     if bl is None:

@@ -176,6 +176,12 @@ def main() -> None:
     write(args.out, result)
 
 
+def trial_rows(trials: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """Markdown rows of thread trials: the given leading columns, then pool, 1 thread, ratio, choice."""
+    return ["| " + " | ".join(str(t[k]) for k in keys) + f" | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | "
+            f"{t['pool_us'] / t['one_thread_us']:.2f}x | {t['choice']} |" for t in trials]
+
+
 def write(out: Path, r: dict) -> None:
     from edge_lottery.atomic import atomic_write_json, atomic_write_text
 
@@ -206,8 +212,7 @@ def write(out: Path, r: dict) -> None:
            "## Thread-pool trials: mobilenet_v1_025 int8, batch 8, 2 threads forced (`num_threads=2`)", "",
            "Best of 8 timed invokes each, while XNNPACK runs the rest of the graph with 2 threads.", "",
            "| node | pool (us) | 1 thread (us) | pool / 1 thread | kept |", "|---|---|---|---|---|"]
-    md += [f"| {t['node']} | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | {t['pool_us'] / t['one_thread_us']:.1f}x | "
-           f"{t['choice']} |" for t in r["mobilenet_thread_trials"]]
+    md += trial_rows(r["mobilenet_thread_trials"], ("node",))
     md += ["", "## One pool job per invoke: LeNet-300-100 tickets on 2 threads (whole graph claimed)", "",
            "The partition's first 16 invokes alternate one pool job for all its ops (barriers between ops) and",
            "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "
@@ -217,8 +222,7 @@ def write(out: Path, r: dict) -> None:
            "(rows of ~160 us) and the trial keeps one thread.", "",
            "| ticket | batch | process | ops | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
            "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {t['ticket']} | {t['batch']} | {t['run']} | {t['ops']} | {t['pool_us']:.2f} | {t['one_thread_us']:.2f} | "
-           f"{t['pool_us'] / t['one_thread_us']:.2f}x | {t['choice']} |" for t in r["lenet_chain_trials"]]
+    md += trial_rows(r["lenet_chain_trials"], ("ticket", "batch", "run", "ops"))
     ph = r["pool_handoff_tsc_cycles"]
     md += ["", "## Pool hand-off (benchmarks/delegate_pool_handoff.c, pool.c as built)", ""]
     if ph is None:

@@ -180,6 +180,16 @@ def to_little_endian(values: np.ndarray) -> np.ndarray:
     return np.asarray(values).astype(np.dtype(values.dtype).newbyteorder("<"), copy=False)
 
 
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def bit_patterns(values: np.ndarray) -> np.ndarray:
+    """The elements' bits as unsigned integers of the same width, so values compare bitwise
+    (float -0.0 differs from 0.0, NaNs compare by payload)."""
+    values = np.ascontiguousarray(values)
+    return values.view(_UINT_OF_SIZE[values.dtype.itemsize])
+
+
 def channel_layout(shape: tuple[int, ...], quant: TensorQuant | None, what: str) -> tuple[int, str]:
     """Channel count C and rule ("none" | "outer" | "inner") as the DECODE runtime resolves them.
 
@@ -238,6 +248,7 @@ __all__ = [
     "DECODE_TYPE_PRUNE",
     "Encoded",
     "TensorQuant",
+    "bit_patterns",
     "channel_layout",
     "channel_of_elements",
     "dcm_header",

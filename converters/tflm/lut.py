@@ -20,6 +20,7 @@ from converters.tflm.encoding import (
     SUPPORTED_DTYPES,
     Encoded,
     TensorQuant,
+    bit_patterns,
     channel_layout,
     channel_of_elements,
     check_dtype,
@@ -33,7 +34,6 @@ from edge_lottery.errors import expected
 
 MAX_BITS = 7
 MAX_STRIDE = 1 << MAX_BITS
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def pack_indices(indices: np.ndarray, bit_width: int) -> bytes:
@@ -68,7 +68,7 @@ def encode(values: np.ndarray, quant: TensorQuant | None = None, *, per_channel_
         raise ConverterError(expected(f"{what}: element count", ">= 1", 0))
     c, rule = channel_layout(values.shape, quant, what)
     flat = to_little_endian(values.reshape(-1)).astype(dt.newbyteorder("<"))
-    bits = np.ascontiguousarray(flat).view(_UINT[dt.itemsize])
+    bits = bit_patterns(flat)
     n = flat.size
     chan = channel_of_elements(n, c, rule)
     indices = np.zeros(n, dtype=np.int64)

@@ -20,6 +20,7 @@ from converters.tflm.encoding import (
     SUPPORTED_DTYPES,
     Encoded,
     TensorQuant,
+    bit_patterns,
     channel_layout,
     channel_of_elements,
     check_dtype,
@@ -29,8 +30,6 @@ from converters.tflm.encoding import (
     to_little_endian,
 )
 from edge_lottery.errors import expected
-
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def fill_values(shape: tuple[int, ...], dtype, quant: TensorQuant | None, what: str = "PRUNE") -> np.ndarray:
@@ -51,10 +50,6 @@ def fill_values(shape: tuple[int, ...], dtype, quant: TensorQuant | None, what: 
     return np.full(n, zps[0], dtype=np.int8)
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).view(_UINT[a.dtype.itemsize])
-
-
 def encode(values: np.ndarray, quant: TensorQuant | None = None, *, pad_to: int = 4) -> Encoded:
     """PRUNE-encode a tensor of any DECODE dtype; the fill value follows ``quant`` (doc §6.4)."""
     values = np.asarray(values)
@@ -64,7 +59,7 @@ def encode(values: np.ndarray, quant: TensorQuant | None = None, *, pad_to: int 
         raise ConverterError(expected(f"{what}: element count", ">= 1", 0))
     flat = to_little_endian(values.reshape(-1)).astype(dt.newbyteorder("<"))
     fill = fill_values(values.shape, dt, quant, what).astype(flat.dtype)
-    keep = _bits(flat) != _bits(fill)
+    keep = bit_patterns(flat) != bit_patterns(fill)
     bitmap = np.packbits(keep.astype(np.uint8)).tobytes()
     if pad_to > 1:
         bitmap += bytes(-len(bitmap) % pad_to)

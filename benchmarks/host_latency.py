@@ -38,17 +38,12 @@ MODELS = {  # registry name -> (benchmark, input shape, classes, published MACs)
 
 
 def _convert(model, shape, int8: bool) -> bytes:
-    import tensorflow as tf
+    from converters.tflite import convert
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.random((1, *shape), dtype=np.float32)] for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+    if not int8:
+        return convert(model, "float32")
+    rng = np.random.default_rng(0)
+    return convert(model, "int8", np.concatenate([rng.random((1, *shape), dtype=np.float32) for _ in range(8)]))
 
 
 def main() -> int:

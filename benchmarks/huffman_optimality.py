@@ -68,8 +68,10 @@ def _train_models(data_dir: str | None, epochs: int, seed: int):
 
 
 def _prune_and_convert(model, sparsity: float, calib: np.ndarray) -> bytes:
-    import tensorflow as tf
     import tf_keras as keras
+
+    from converters.quantize import PostTrainingQuantization
+    from converters.tflite import convert
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -79,13 +81,7 @@ def _prune_and_convert(model, sparsity: float, calib: np.ndarray) -> bytes:
             kernel, bias = weights
             kernel = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), sparsity), 0.0, kernel)
             layer.set_weights([kernel, bias])
-    converter = tf.lite.TFLiteConverter.from_keras_model(clone)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    return convert(clone, PostTrainingQuantization(mode="int8", num_samples=len(calib)), calib)
 
 
 def _measure(t) -> dict:

@@ -82,8 +82,10 @@ def test_explicit_tensors_and_dense_or_empty_buffers():
 
 def test_real_converted_model_roundtrip():
     # `converters` (imported above) selected Keras 2 before TensorFlow.
-    import tensorflow as tf
     import tf_keras as keras
+
+    from converters.quantize import PostTrainingQuantization
+    from converters.tflite import convert
 
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
@@ -94,11 +96,8 @@ def test_real_converted_model_roundtrip():
             kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0
             layer.set_weights([kernel, bias])
     rng = np.random.default_rng(0)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.normal(size=(1, 8, 8, 1)).astype(np.float32)] for _ in range(8))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    original = bytes(converter.convert())
+    rep = np.concatenate([rng.normal(size=(1, 8, 8, 1)).astype(np.float32) for _ in range(8)])
+    original = convert(model, PostTrainingQuantization(mode="int8", io="float", num_samples=8), rep)
     blob = pack_archive(original)
     assert unpack_archive(blob) == original
     report = archive_report(original)

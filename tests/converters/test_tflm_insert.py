@@ -54,8 +54,10 @@ def test_bad_requests_are_one_line_errors():
 def int8_dense_model():
     """Keras Dense 64->32(relu)->10, 60 % magnitude-pruned, full-integer int8 TFLite."""
     # `converters` (imported above) imported edge_lottery._tf_env first: Keras 2 is selected.
-    import tensorflow as tf
     import tf_keras as keras
+
+    from converters.quantize import PostTrainingQuantization
+    from converters.tflite import convert
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(32, activation="relu"),
@@ -66,13 +68,7 @@ def int8_dense_model():
         layer.set_weights([np.where(np.abs(kernel) < threshold, 0.0, kernel), bias + 0.01])
     rng = np.random.default_rng(0)
     calib = rng.normal(size=(64, 64)).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    tflite_bytes = bytes(converter.convert())
+    tflite_bytes = convert(model, PostTrainingQuantization(mode="int8", num_samples=len(calib)), calib)
     inputs = rng.integers(-128, 128, size=(12, 1, 64)).astype(np.int8)
     return tflite_bytes, inputs
 

@@ -59,16 +59,12 @@ def _keras_dense():
 
 
 def _convert(model, data, int8: bool) -> bytes:
-    import tensorflow as tf
+    from converters.quantize import PostTrainingQuantization
+    from converters.tflite import convert
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([row[None]] for row in data)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+    if not int8:
+        return convert(model, "float32")
+    return convert(model, PostTrainingQuantization(mode="int8", num_samples=len(data)), data)
 
 
 @functools.cache

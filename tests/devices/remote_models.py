@@ -23,8 +23,10 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=1)
 def tiny_int8_model() -> bytes:
-    import tensorflow as tf
     import tf_keras as keras
+
+    from converters.quantize import PostTrainingQuantization
+    from converters.tflite import convert
 
     x_train, y_train, _, _ = digits_split()
     keras.utils.set_random_seed(0)
@@ -37,17 +39,7 @@ def tiny_int8_model() -> bytes:
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=8, batch_size=64, verbose=0)
 
-    def rep():
-        for i in range(64):
-            yield [x_train[i:i + 1].astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return convert(model, PostTrainingQuantization(mode="int8", num_samples=64), x_train[:64].astype(np.float32))
 
 
 def write_model(tmp_path, name: str = "tiny.tflite"):

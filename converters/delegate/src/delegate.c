@@ -300,6 +300,13 @@ static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, con
 
 /* ------------------------------------------------------------------ kernel state */
 
+/* Whether a job pays on the thread pool is measured, not assumed (see THREAD_TRIALS). */
+typedef struct ThreadChoice {
+  int trials;   /* runs timed so far, alternating one thread and the pool */
+  int use_pool; /* the measured choice once the trials are done */
+  double t_one, t_pool;
+} ThreadChoice;
+
 typedef struct Op {
   OpSpec s;
   EdgePacked pk;
@@ -311,10 +318,8 @@ typedef struct Op {
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
   int parallel;   /* enough work to try splitting it over the pool */
-  int trials;     /* invokes timed so far, alternating 1 thread / the pool (see THREAD_TRIALS) */
-  int use_pool;   /* the measured choice once trials are done */
+  ThreadChoice threads;
   int trial_M, trial_nt; /* rows and threads the trials were for (a re-prepare keeps them) */
-  double t_one, t_pool;
 #ifdef EDGE_PROFILE
   unsigned long long prof_cycles;
 #endif
@@ -337,9 +342,9 @@ typedef struct Kernel {
   int nthreads;
   int whole_graph;
   /* small direct ops (batch-1 layers) that may run as one pool job (run_chain), measured like
-   * single ops: chain_trials alternate the two, then use_chain holds the faster */
-  int chain, chain_trials, use_chain, chain_nt;
-  double t_chain, t_serial;
+   * single ops */
+  int chain, chain_nt;
+  ThreadChoice chain_threads;
   void** scratch;
   size_t scratch_bytes;
   char error[256];
@@ -360,6 +365,31 @@ static double now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+/* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
+ * 2 * THREAD_TRIALS runs, then as the best times of the two decided.  Returns 1 on the run that
+ * completes the trials (the caller logs the choice). */
+static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg) {
+  if (tc->trials >= 2 * THREAD_TRIALS) {
+    if (tc->use_pool)
+      edge_pool_run(pool, fn, arg);
+    else
+      fn(arg, 0, 1);
+    return 0;
+  }
+  const int on_pool = tc->trials & 1;
+  const double t0 = now_us();
+  if (on_pool)
+    edge_pool_run(pool, fn, arg);
+  else
+    fn(arg, 0, 1);
+  const double dt = now_us() - t0;
+  double* best = on_pool ? &tc->t_pool : &tc->t_one;
+  if (tc->trials < 2 || dt < *best) *best = dt;
+  if (++tc->trials < 2 * THREAD_TRIALS) return 0;
+  tc->use_pool = tc->t_pool < 0.9 * tc->t_one;
+  return 1;
 }
 
 static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding) {
@@ -721,8 +751,7 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     const double work = (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
     const int parallel = nt > 1 && work > 400000.0;
     if (parallel != op->parallel || op->s.M != op->trial_M || nt != op->trial_nt) { /* measure again */
-      op->trials = 0;
-      op->use_pool = 0;
+      memset(&op->threads, 0, sizeof(op->threads));
       op->trial_M = op->s.M;
       op->trial_nt = nt;
     }
@@ -738,8 +767,7 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
   }
   chain = chain && chain_work > 20000.0;
   if (chain != k->chain || nt != k->chain_nt) {
-    k->chain_trials = 0;
-    k->use_chain = 0;
+    memset(&k->chain_threads, 0, sizeof(k->chain_threads));
     k->chain_nt = nt;
   }
   k->chain = chain;
@@ -854,9 +882,17 @@ typedef struct Chain {
 static void run_chain(void* arg, int share, int nshares) {
   const Chain* c = (const Chain*)arg;
   for (int i = 0; i < c->k->nops; i++) {
-    if (i) edge_pool_barrier(c->k->pool);
+    if (i && nshares > 1) edge_pool_barrier(c->k->pool);
     run_share(&c->jobs[i], share, nshares);
   }
+}
+
+/* The job of one op for this invoke (its tensors' current memory); 0 if one is not allocated. */
+static int op_job(EdgeContext* ctx, Kernel* k, Op* op, Job* j) {
+  *j = (Job){k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
+  if (j->x && j->y) return 1;
+  ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
+  return 0;
 }
 
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
@@ -872,71 +908,33 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
   }
   if (k->chain && k->pool) {
     Job jobs[CHAIN_MAX_OPS];
+    for (int i = 0; i < k->nops; i++)
+      if (!op_job(ctx, k, &k->ops[i], &jobs[i])) return eStatusError;
+    Chain c = {k, jobs};
+    const ThreadChoice* tc = &k->chain_threads;
+    if (run_measured(&k->chain_threads, k->pool, run_chain, &c))
+      vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
+           k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
+  } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];
-      jobs[i] = (Job){k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
-      if (!jobs[i].x || !jobs[i].y) {
-        ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
-        return eStatusError;
-      }
-    }
-    Chain c = {k, jobs};
-    const int trial = k->chain_trials < 2 * THREAD_TRIALS;
-    const int pool = trial ? (k->chain_trials & 1) : k->use_chain;
-    const double t0 = trial ? now_us() : 0.0;
-    if (pool)
-      edge_pool_run(k->pool, run_chain, &c);
-    else
-      for (int i = 0; i < k->nops; i++) run_share(&jobs[i], 0, 1);
-    if (trial) {
-      const double dt = now_us() - t0;
-      double* best = pool ? &k->t_chain : &k->t_serial;
-      if (k->chain_trials < 2 || dt < *best) *best = dt;
-      if (++k->chain_trials == 2 * THREAD_TRIALS) {
-        k->use_chain = k->t_chain < 0.9 * k->t_serial;
-        vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
-             k->nthreads, k->t_chain, k->t_serial, THREAD_TRIALS, k->use_chain ? "threads" : "1 thread");
-      }
-    }
+      Job j;
+      if (!op_job(ctx, k, op, &j)) return eStatusError;
 #ifdef EDGE_PROFILE
-    k->prof_cycles += __builtin_ia32_rdtsc() - t_start;
-    k->prof_calls++;
+      const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
-    return eStatusOk;
-  }
-  for (int i = 0; i < k->nops; i++) {
-    Op* op = &k->ops[i];
-    Job j = {k, op, tensor_ptr(ctx, k, op->s.in_t), tensor_ptr(ctx, k, op->s.out_t)};
-    if (!j.x || !j.y) {
-      ctx->ReportError(ctx, "edge_sparse_delegate: node %d: unallocated tensor", op->s.node);
-      return eStatusError;
-    }
-#ifdef EDGE_PROFILE
-    const unsigned long long t_op = __builtin_ia32_rdtsc();
-#endif
-    if (op->parallel && k->pool && op->trials < 2 * THREAD_TRIALS) {
-      const int pool = op->trials & 1;
-      const double t0 = now_us();
-      if (pool)
-        edge_pool_run(k->pool, run_share, &j);
-      else
+      if (op->parallel && k->pool) {
+        const ThreadChoice* tc = &op->threads;
+        if (run_measured(&op->threads, k->pool, run_share, &j))
+          vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
+               tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
+      } else {
         run_share(&j, 0, 1);
-      const double dt = now_us() - t0;
-      double* best = pool ? &op->t_pool : &op->t_one;
-      if (op->trials < 2 || dt < *best) *best = dt;
-      if (++op->trials == 2 * THREAD_TRIALS) {
-        op->use_pool = op->t_pool < 0.9 * op->t_one;
-        vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
-             op->t_pool, op->t_one, THREAD_TRIALS, op->use_pool ? "threads" : "1 thread");
       }
-    } else if (op->parallel && k->pool && op->use_pool) {
-      edge_pool_run(k->pool, run_share, &j);
-    } else {
-      run_share(&j, 0, 1);
-    }
 #ifdef EDGE_PROFILE
-    op->prof_cycles += __builtin_ia32_rdtsc() - t_op;
+      op->prof_cycles += __builtin_ia32_rdtsc() - t_op;
 #endif
+    }
   }
 #ifdef EDGE_PROFILE
   k->prof_cycles += __builtin_ia32_rdtsc() - t_start;

@@ -313,8 +313,8 @@ typedef struct Op {
   EdgeEpilogue ep;
   EdgeGemmFn fn;
   float* fbias;
-  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift, *tshift, *fsh;
-  int64_t* frc;
+  int32_t *bias_s8, *bias_u8, *mult, *lshift, *rshift, *tshift;
+  uint8_t* fsh;
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
   int parallel;   /* enough work to try splitting it over the pool */
@@ -478,7 +478,7 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding)
   op->ep.qmin = lo;
   op->ep.qmax = hi;
   op->pad8 = (int8_t)zp_in;
-  return edge_epilogue_fuse(&op->ep, N, &op->frc, &op->fsh);
+  return edge_epilogue_fuse(&op->ep, N, &op->fsh);
 }
 
 /* Packs the weights into the fastest allowed layout, measured on this CPU (or the only allowed one). */
@@ -566,7 +566,6 @@ static void op_free(Op* op) {
   free(op->rshift);
   free(op->tshift);
   free(op->fsh);
-  free(op->frc);
 }
 
 static void kernel_destroy(Kernel* k) {
@@ -1127,15 +1126,13 @@ EXPORT const char* edge_sparse_delegate_requant_check(const char* isa, int rmode
   e.zp_out = zp;
   e.qmin = qmin;
   e.qmax = qmax;
-  int64_t* frc;
-  int32_t* fsh;
-  if (edge_epilogue_fuse(&e, n, &frc, &fsh) != 0) {
+  uint8_t* fsh;
+  if (edge_epilogue_fuse(&e, n, &fsh) != 0) {
     free(buf);
     return NULL;
   }
   kt.requant(&e, a, y, n);
   free(buf);
-  free(frc);
   free(fsh);
   return kt.isa;
 }

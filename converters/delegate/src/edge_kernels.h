@@ -25,6 +25,10 @@ enum EdgeLayout {
 
 enum EdgeDType { EDGE_F32 = 0, EDGE_I8 = 1 };
 
+/* Batch-1 int8 inputs up to this many columns are converted to x ^ 0x80 once on the stack (and the
+ * batch-1 stream, whose columns are 16-bit, is built only for them). */
+#define EDGE_STREAM_MAX_K 16384
+
 /* int8 requantization flavours found in LiteRT 2.3.0's kernels (all "multiply by quantized
  * multiplier", they differ only in rounding):
  *  DOUBLE_AWAY: rounding doubling high-mul, then rounding right shift with ties away from zero
@@ -54,7 +58,7 @@ typedef struct EdgePacked {
   int s_ngroups;   /* ceil(npanels / 4) */
   int32_t* s_pan;  /* npanels panel numbers, 4 per group in group order */
   int32_t* s_cnt;  /* per group: blocks per panel after padding */
-  int32_t* s_col;  /* per entry: input column */
+  uint16_t* s_col; /* per entry: input column (the stream is built only for K <= EDGE_STREAM_MAX_K) */
   void* s_w;       /* 64 bytes per entry, 64-byte aligned */
 } EdgePacked;
 
@@ -74,10 +78,10 @@ typedef struct EdgeEpilogue {
   /* Fused double rounding (vector fast path; see edge_epilogue_fuse): when every channel has
    * 1 <= rshift <= 22 (so no left shift), SRDHM, the rounding right shift and the output zero point
    * collapse into  y = (P + rc) >> (31 + rshift)  on the 64-bit product P = (acc + bias) * mult,
-   * less 2^31 where P < -2^30 when ties round away from zero. */
+   * less 2^31 where P < -2^30 when ties round away from zero; rc = 2^30 + (2 zp_out + 1) << (30 + rshift)
+   * is formed in the kernel. */
   int32_t fused;
-  const int64_t* frc; /* per 16-channel panel: rc of its 8 even channels, then of its 8 odd ones */
-  const int32_t* fsh; /* per channel: 31 + rshift */
+  const uint8_t* fsh; /* per channel: 31 + rshift (zero padded to a multiple of 16 entries of 31 + 1) */
 } EdgeEpilogue;
 
 /* One GEMM over rows [0, M) of x (row stride ldx elements) into y (row stride ldy elements),

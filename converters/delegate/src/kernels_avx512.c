@@ -72,12 +72,14 @@ static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int 
   q.hi = _mm512_set1_epi32(e->qmax);
   q.mode = e->rmode;
   q.fused = e->fused;
-  if (q.fused) {
-    const __m512i sh = _mm512_loadu_si512((const void*)(e->fsh + n));
-    q.rc_e = _mm512_loadu_si512((const void*)(e->frc + n));
-    q.rc_o = _mm512_loadu_si512((const void*)(e->frc + n + 8));
+  if (q.fused) { /* rc = 2^30 + (2 zp + 1) << (sh - 1) per 64-bit lane (see edge_epilogue_fuse) */
+    const __m512i sh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(e->fsh + n)));
+    const __m512i one = _mm512_set1_epi64(1), half = _mm512_set1_epi64(1LL << 30);
+    const __m512i zq = _mm512_set1_epi64(2 * (int64_t)e->zp_out + 1);
     q.sh_e = _mm512_and_si512(sh, _mm512_set1_epi64(0xffffffff));
     q.sh_o = _mm512_srli_epi64(sh, 32);
+    q.rc_e = _mm512_add_epi64(half, _mm512_sllv_epi64(zq, _mm512_sub_epi64(q.sh_e, one)));
+    q.rc_o = _mm512_add_epi64(half, _mm512_sllv_epi64(zq, _mm512_sub_epi64(q.sh_o, one)));
     return q;
   }
   const __m512i one = _mm512_set1_epi32(1);
@@ -152,8 +154,8 @@ static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const
 static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
                           int ldy, int n0, int n1) {
   const int K = p->K;
-  if ((size_t)M * K <= 16384) {
-    int8_t xs[16384] __attribute__((aligned(64)));
+  if ((size_t)M * K <= EDGE_STREAM_MAX_K) {
+    int8_t xs[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int m = 0; m < M; m++) {
       const int8_t* src = (const int8_t*)xv + (size_t)m * ldx;
@@ -210,10 +212,10 @@ static inline __m512i vnni_row_acc(const EdgePacked* p, const int8_t* xr, int b0
 
 /* One group of the batch-1 stream with GS panels taking turns: U accumulator chains per panel
  * (U * GS >= 8 chains in flight; vpdpbusd latency is 4-6 cycles), c entries per panel. */
-static inline __attribute__((always_inline)) void stream_group(const int32_t** colp, const int8_t** Wp,
+static inline __attribute__((always_inline)) void stream_group(const uint16_t** colp, const int8_t** Wp,
                                                                const int8_t* xu, int c, __m512i* acc,
                                                                const int GS, const int U) {
-  const int32_t* col = *colp;
+  const uint16_t* col = *colp;
   const int8_t* W = *Wp;
   __m512i a[8][4];
   for (int t = 0; t < U; t++)
@@ -239,7 +241,7 @@ static inline __attribute__((always_inline)) void stream_group(const int32_t** c
 /* Batch 1 from the grouped stream (see EdgePacked.s_pan): four panels at a time, with independent
  * accumulator chains per panel, one loop per group; a last group of 1-3 panels has its own loop. */
 static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y) {
-  const int32_t* col = p->s_col;
+  const uint16_t* col = p->s_col;
   const int8_t* W = (const int8_t*)p->s_w;
   const int np = p->npanels;
   for (int g = 0; g < p->s_ngroups; g++) {

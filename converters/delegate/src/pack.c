@@ -178,34 +178,23 @@ void edge_quantize_multiplier(double m, int32_t* q, int* shift) {
  * for ties toward +inf, and floor((x + 2^(r-1) - 1) / 2^r) for ties away from zero when x < 0;
  * x < 0 exactly when P < -2^30.  Since floor(floor(X) / n) = floor(X / n) for whole n, and adding
  * the zero point z commutes with the floor, y = floor((P + 2^30 + 2^(30+r) + z * 2^(31+r)) / 2^(31+r))
- * (less 2^31 in the numerator for the away case).  r <= 22 keeps the constant within 62 bits, and
+ * (less 2^31 in the numerator for the away case); the constant is 2^30 + (2z + 1) * 2^(30+r), which
+ * the kernel forms from 31 + r (one byte per channel, so the epilogue reads 16 bytes of shifts per
+ * panel instead of 64 bytes of shifts and 128 of constants).  r <= 22 keeps it within 62 bits, and
  * r >= 1 keeps |y| <= 2^30, so the int32 zero-point addition cannot wrap in TFLite either.
  * Returns 0 (e->fused set or left 0) or -1 when out of memory. */
-int edge_epilogue_fuse(EdgeEpilogue* e, int N, int64_t** rc_out, int32_t** sh_out) {
-  *rc_out = NULL;
+int edge_epilogue_fuse(EdgeEpilogue* e, int N, uint8_t** sh_out) {
   *sh_out = NULL;
   e->fused = 0;
   if (e->rmode == EDGE_ROUND_SINGLE || N <= 0) return 0;
   for (int n = 0; n < N; n++)
     if (e->lshift[n] != 0 || e->rshift[n] < 1 || e->rshift[n] > 22) return 0;
   const size_t Np = ((size_t)N + 15) & ~(size_t)15;
-  int64_t* rc = (int64_t*)aligned_alloc(64, Np * sizeof(int64_t));
-  int32_t* sh = (int32_t*)aligned_alloc(64, Np * sizeof(int32_t));
-  if (!rc || !sh) {
-    free(rc);
-    free(sh);
-    return -1;
-  }
-  for (size_t n = 0; n < Np; n++) {
-    const int r = n < (size_t)N ? e->rshift[n] : 1;
-    const size_t j = n % 16, slot = n - j + (j % 2 ? 8 + j / 2 : j / 2);
-    rc[slot] = (1LL << 30) + (1LL << (30 + r)) + (int64_t)e->zp_out * (1LL << (31 + r));
-    sh[n] = 31 + r;
-  }
-  e->frc = rc;
+  uint8_t* sh = (uint8_t*)aligned_alloc(64, (Np + 63) & ~(size_t)63);
+  if (!sh) return -1;
+  for (size_t n = 0; n < Np; n++) sh[n] = (uint8_t)(31 + (n < (size_t)N ? e->rshift[n] : 1));
   e->fsh = sh;
   e->fused = 1;
-  *rc_out = rc;
   *sh_out = sh;
   return 0;
 }
@@ -344,7 +333,7 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
       b++;
     }
   }
-  if (layout == EDGE_LAYOUT_16X4 && dtype == EDGE_I8) {
+  if (layout == EDGE_LAYOUT_16X4 && dtype == EDGE_I8 && K <= EDGE_STREAM_MAX_K) {
     /* groups of four panels with similar block counts: panels sorted by count (descending, stable),
      * so padding each group to its longest panel adds few zero blocks; the last group holds the
      * np % 4 smallest panels when np is not a multiple of four */
@@ -365,7 +354,7 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
       p->s_cnt[g] = p->ptr[pn + 1] - p->ptr[pn];
       ne += (size_t)gs * p->s_cnt[g];
     }
-    p->s_col = (int32_t*)calloc(ne ? ne : 1, sizeof(int32_t));
+    p->s_col = (uint16_t*)calloc(ne ? ne : 1, sizeof(uint16_t));
     p->s_w = amalloc(ne * 64); /* zeroed: padding blocks contribute nothing */
     if (!p->s_col || !p->s_w) return -1;
     size_t e = 0;
@@ -376,7 +365,7 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
           const int pn = p->s_pan[4 * g + u];
           if (j >= p->ptr[pn + 1] - p->ptr[pn]) continue; /* column 0, zero weights */
           const size_t src = (size_t)p->ptr[pn] + (size_t)j;
-          p->s_col[e] = p->idx[src];
+          p->s_col[e] = (uint16_t)p->idx[src];
           memcpy((int8_t*)p->s_w + e * 64, (const int8_t*)p->w + src * 64, 64);
         }
       }

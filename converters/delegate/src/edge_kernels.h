@@ -46,6 +46,7 @@ typedef struct EdgePacked {
   int npanels;     /* panel layouts: ceil(N / 16) */
   int32_t* ptr;    /* panel layouts: npanels+1 block offsets; CSR/1x16: N+1 offsets */
   int32_t* idx;    /* block start column (panel layouts, 1x16) or column (CSR) */
+  uint16_t* idx16; /* f32 16x1 with K <= 65536: idx as 16 bits, for the batch-1 loop (fewer bytes) */
   void* w;         /* 64-byte aligned values (float or int8) */
   size_t nblocks;  /* stored blocks (or non-zeros for CSR) */
   /* int8 16x4 only: the same blocks as a batch-1 stream in groups of 4 panels; within a group the

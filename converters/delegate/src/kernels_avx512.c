@@ -344,17 +344,18 @@ static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const v
     }
     for (; m < M; m++) {
       const float* xr = x + (size_t)m * ldx;
+      const uint16_t* ix = p->idx16;
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       int b = b0;
       for (; b + 4 <= b1; b += 4) {
         const float* w = W + (size_t)b * 16;
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b]]), _mm512_load_ps(w), a0);
-        a1 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 1]]), _mm512_load_ps(w + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 2]]), _mm512_load_ps(w + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b + 3]]), _mm512_load_ps(w + 48), a3);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(w), a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 1]]), _mm512_load_ps(w + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 2]]), _mm512_load_ps(w + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 3]]), _mm512_load_ps(w + 48), a3);
       }
       for (; b < b1; b++)
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[p->idx[b]]), _mm512_load_ps(W + (size_t)b * 16), a0);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(W + (size_t)b * 16), a0);
       store_f32_16(e, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), y + (size_t)m * ldy + n, n,
                    nr);
     }

@@ -212,6 +212,7 @@ static void* amalloc(size_t bytes) {
 void edge_packed_free(EdgePacked* p) {
   free(p->ptr);
   free(p->idx);
+  free(p->idx16);
   free(p->w);
   free(p->s_cnt);
   free(p->s_pan);
@@ -332,6 +333,11 @@ int edge_pack(const void* w, int dtype, int N, int K, int layout, EdgePacked* p)
       }
       b++;
     }
+  }
+  if (dtype == EDGE_F32 && kb == 1 && K <= 65536) {
+    p->idx16 = (uint16_t*)malloc((nb ? nb : 1) * sizeof(uint16_t));
+    if (!p->idx16) return -1;
+    for (size_t i = 0; i < nb; i++) p->idx16[i] = (uint16_t)p->idx[i];
   }
   if (layout == EDGE_LAYOUT_16X4 && dtype == EDGE_I8 && K <= EDGE_STREAM_MAX_K) {
     /* groups of four panels with similar block counts: panels sorted by count (descending, stable),

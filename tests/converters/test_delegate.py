@@ -159,8 +159,7 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
 @pytest.mark.parametrize(("name", "batch"), [("i8_wide", 4), ("f32_flatten", 40), ("i8_16x4", 30)])
 def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, capfd):
     """Ops too small to split one by one run as one pool job with a barrier between them (their first
-    16 invokes alternate that and one thread); each of those invokes, and those after, stays exact,
-    including the float32 head whose partial sums the threads leave for the caller to add."""
+    16 invokes alternate that and one thread); each of those invokes, and those after, stays exact."""
     model = MODELS[name]()
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
     plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
@@ -169,11 +168,7 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, c
         _assert_same(_run(it, x), _run(plain, x))
     decisions = [line for line in capfd.readouterr().err.splitlines() if "as one job on 2 threads" in line]
     assert len(decisions) == 1, "the op chain was not tried as one pool job"
-    tail_split = " (last op split by columns)"
-    assert decisions[0].removesuffix(tail_split).endswith(("-> threads", "-> 1 thread"))
-    # a float32 head of <= 16 outputs after a split layer sums partial products per thread instead of
-    # waiting at a second barrier (the int8 heads keep the barrier)
-    assert decisions[0].endswith(tail_split) == (name == "f32_flatten")
+    assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
 
 @pytest.mark.parametrize("batch", [1, 5])

@@ -345,15 +345,6 @@ typedef struct Kernel {
    * single ops */
   int chain, chain_nt;
   ThreadChoice chain_threads;
-  /* Split tail of a pooled chain (see run_chain): a float32 FC head of at most 16 outputs fed by
-   * the previous op, whose output panels the threads split.  Each thread sums the head's blocks
-   * over the columns it produced itself (no barrier), into its own M x 16 partial sums; the caller
-   * adds them after the job.  tail_ptr holds each thread's [first, last) block of the head's panel. */
-  int tail_split;
-  int32_t* tail_ptr;
-  float* tail_part;
-  float tail_zero[16];
-  EdgeEpilogue tail_ep;
   void** scratch;
   size_t scratch_bytes;
   char error[256];
@@ -376,19 +367,13 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
 }
 
-/* fn(arg, ...) on the pool, then after_pool(arg) on this thread when given (part of the pool's time). */
-static void run_on_pool(EdgePool* pool, EdgeTaskFn fn, void* arg, void (*after_pool)(void*)) {
-  edge_pool_run(pool, fn, arg);
-  if (after_pool) after_pool(arg);
-}
-
 /* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
  * 2 * THREAD_TRIALS runs, then as the best times of the two decided.  Returns 1 on the run that
  * completes the trials (the caller logs the choice). */
-static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg, void (*after_pool)(void*)) {
+static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg) {
   if (tc->trials >= 2 * THREAD_TRIALS) {
     if (tc->use_pool)
-      run_on_pool(pool, fn, arg, after_pool);
+      edge_pool_run(pool, fn, arg);
     else
       fn(arg, 0, 1);
     return 0;
@@ -396,7 +381,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   const int on_pool = tc->trials & 1;
   const double t0 = now_us();
   if (on_pool)
-    run_on_pool(pool, fn, arg, after_pool);
+    edge_pool_run(pool, fn, arg);
   else
     fn(arg, 0, 1);
   const double dt = now_us() - t0;
@@ -606,8 +591,6 @@ static void kernel_destroy(Kernel* k) {
   if (k->scratch)
     for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
   free(k->scratch);
-  free(k->tail_ptr);
-  free(k->tail_part);
   edge_pool_destroy(k->pool);
   free(k);
 }
@@ -706,8 +689,6 @@ static void kernel_free(EdgeContext* ctx, void* buffer) {
   kernel_destroy((Kernel*)buffer);
 }
 
-static int setup_tail_split(EdgeContext* ctx, Kernel* k);
-
 static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
   Kernel* k = (Kernel*)node->user_data;
   if (!k) {
@@ -789,7 +770,6 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     k->chain_nt = nt;
   }
   k->chain = chain;
-  if (setup_tail_split(ctx, k) != 0) return eStatusError;
   if (sb > k->scratch_bytes || !k->scratch) {
     if (k->scratch)
       for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
@@ -803,44 +783,6 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     k->scratch_bytes = sb;
   }
   return eStatusOk;
-}
-
-static int share_start(const EdgePacked* pk, int N, int share, int nshares);
-
-/* Whether the chain's last op can run as a split tail (Kernel.tail_split), and its buffers. */
-static int setup_tail_split(EdgeContext* ctx, Kernel* k) {
-  const int nt = k->nthreads;
-  k->tail_split = 0;
-  if (!k->chain || k->nops < 2) return 0;
-  const Op* prev = &k->ops[k->nops - 2];
-  const Op* last = &k->ops[k->nops - 1];
-  const EdgePacked* pk = &last->pk;
-  if (last->s.kind != KIND_FC || last->s.dtype != EDGE_F32 || prev->s.kind != KIND_FC || pk->npanels != 1 ||
-      pk->kb != 1 || (pk->layout != EDGE_LAYOUT_DENSE && pk->layout != EDGE_LAYOUT_16X1) ||
-      resolve_alias(k, last->s.in_t) != prev->s.out_t || prev->s.N != last->s.K || last->s.M != prev->s.M)
-    return 0;
-  free(k->tail_ptr);
-  free(k->tail_part);
-  k->tail_ptr = (int32_t*)malloc(2 * (size_t)nt * sizeof(int32_t));
-  k->tail_part = (float*)aligned_alloc(64, (size_t)nt * last->s.M * 16 * sizeof(float));
-  if (!k->tail_ptr || !k->tail_part) {
-    ctx->ReportError(ctx, "edge_sparse_delegate: out of memory");
-    return -1;
-  }
-  int b = pk->ptr[0];
-  for (int s = 0; s < nt; s++) { /* the head's blocks are in column order */
-    const int k1 = 16 * share_start(&prev->pk, prev->s.N, s + 1, nt);
-    k->tail_ptr[2 * s] = b;
-    while (b < pk->ptr[1] && pk->idx[b] < k1) b++;
-    k->tail_ptr[2 * s + 1] = b;
-  }
-  memset(k->tail_zero, 0, sizeof(k->tail_zero));
-  memset(&k->tail_ep, 0, sizeof(k->tail_ep));
-  k->tail_ep.fbias = k->tail_zero;
-  k->tail_ep.fmin = -INFINITY;
-  k->tail_ep.fmax = INFINITY;
-  k->tail_split = 1;
-  return 0;
 }
 
 static void* tensor_ptr(EdgeContext* ctx, Kernel* k, int t) {
@@ -931,47 +873,14 @@ static void run_share(void* arg, int share, int nshares) {
 typedef struct Chain {
   Kernel* k;
   Job* jobs;
-  int tail_parts; /* set when the threads left partial sums of a split tail (Kernel.tail_split) */
 } Chain;
-
-/* This thread's partial sums of the split tail: the head's blocks over the columns it produced. */
-static void run_tail_part(Chain* c, int share) {
-  Kernel* k = c->k;
-  const Job* j = &c->jobs[k->nops - 1];
-  const Op* op = j->op;
-  EdgePacked view = op->pk;
-  view.ptr = k->tail_ptr + 2 * share;
-  op->fn(&view, &k->tail_ep, j->x, op->s.M, op->s.K, k->tail_part + (size_t)share * op->s.M * 16, 16, 0, op->s.N);
-  if (share == 0) c->tail_parts = 1;
-}
-
-/* The caller's half of the split tail: y = act(sum of the threads' partial sums + bias). */
-static void finish_tail(void* arg) {
-  const Chain* c = (const Chain*)arg;
-  if (!c->tail_parts) return;
-  const int nshares = c->k->nthreads;
-  const Job* j = &c->jobs[c->k->nops - 1];
-  const Op* op = j->op;
-  const int M = op->s.M, N = op->s.N;
-  float* y = (float*)j->y;
-  for (int m = 0; m < M; m++)
-    for (int n = 0; n < N; n++) {
-      float v = op->ep.fbias[n];
-      for (int s = 0; s < nshares; s++) v += c->k->tail_part[((size_t)s * M + m) * 16 + n];
-      y[(size_t)m * N + n] = v < op->ep.fmin ? op->ep.fmin : (v > op->ep.fmax ? op->ep.fmax : v);
-    }
-}
 
 /* The whole op chain as one pool job: each thread runs its share of every op, with a barrier
  * between ops (the next op reads all of the previous op's outputs).  One wake-up per invoke
  * instead of one per op is what lets batch-1 layers of a few microseconds use two cores. */
 static void run_chain(void* arg, int share, int nshares) {
-  Chain* c = (Chain*)arg;
+  const Chain* c = (const Chain*)arg;
   for (int i = 0; i < c->k->nops; i++) {
-    if (i == c->k->nops - 1 && nshares > 1 && c->k->tail_split) {
-      run_tail_part(c, share);
-      return;
-    }
     if (i && nshares > 1) edge_pool_barrier(c->k->pool);
     run_share(&c->jobs[i], share, nshares);
   }
@@ -1000,12 +909,11 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     Job jobs[CHAIN_MAX_OPS];
     for (int i = 0; i < k->nops; i++)
       if (!op_job(ctx, k, &k->ops[i], &jobs[i])) return eStatusError;
-    Chain c = {k, jobs, 0};
+    Chain c = {k, jobs};
     const ThreadChoice* tc = &k->chain_threads;
-    if (run_measured(&k->chain_threads, k->pool, run_chain, &c, k->tail_split ? finish_tail : NULL))
-      vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s%s", k->nops,
-           k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread",
-           k->tail_split ? " (last op split by columns)" : "");
+    if (run_measured(&k->chain_threads, k->pool, run_chain, &c))
+      vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
+           k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
   } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];
@@ -1016,7 +924,7 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
 #endif
       if (op->parallel && k->pool) {
         const ThreadChoice* tc = &op->threads;
-        if (run_measured(&op->threads, k->pool, run_share, &j, NULL))
+        if (run_measured(&op->threads, k->pool, run_share, &j))
           vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
                tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
       } else {

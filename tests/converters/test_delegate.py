@@ -171,6 +171,33 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, c
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
 
+def test_pool_choice_is_rechecked_while_running_and_stays_exact(capfd):
+    """A chain that chose the pool is timed again after 1024 runs (512 on one thread, 512 on the
+    pool, late hand-offs included) and may drop it; one that chose one thread never re-tries the
+    pool.  Outputs stay exact before, during and after the check."""
+    model = MODELS["i8_16x4"]()
+    it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
+    plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
+    x = _input(plain, 30, 7)
+    ref = _run(plain, x)
+    _run(it, x)
+    d_in, d_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    for i in range(2200):
+        it.set_tensor(d_in, x)
+        it.invoke()
+        if i % 97 == 0 or 1030 <= i <= 1050 or 1540 <= i <= 1560:
+            _assert_same(it.get_tensor(d_out), ref)
+    err = capfd.readouterr().err.splitlines()
+    trial = [line for line in err if "as one job on 2 threads" in line]
+    checks = [line for line in err if "re-checked after" in line]
+    assert len(trial) == 1
+    if trial[0].endswith("-> threads"):
+        assert len(checks) == 1 and "(mean of 512)" in checks[0]
+        assert checks[0].endswith(("-> threads", "-> 1 thread"))
+    else:
+        assert not checks
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_wide_int8_input_both_vnni_paths(batch):
     """Inputs up to 16 KiB are converted to unsigned once; larger ones on the fly (batch 5 x 4200)."""

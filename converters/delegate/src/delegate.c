@@ -303,8 +303,12 @@ static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, con
 /* Whether a job pays on the thread pool is measured, not assumed (see THREAD_TRIALS). */
 typedef struct ThreadChoice {
   int trials;   /* runs timed so far, alternating one thread and the pool */
-  int use_pool; /* the measured choice once the trials are done */
+  int use_pool; /* the measured choice once the trials (or the last re-check) are done */
   double t_one, t_pool;
+  long long runs;       /* runs since the trials */
+  long long next_check; /* run count at which the next re-check window starts */
+  int window;           /* runs done in the current re-check window */
+  double sum_pool, sum_one;
 } ThreadChoice;
 
 typedef struct Op {
@@ -359,6 +363,14 @@ typedef struct Kernel {
  * threads of the process (XNNPACK's own pool spins between its jobs) can make the split slower
  * than one core, which no static work threshold predicts. */
 #define THREAD_TRIALS 8
+/* A few short trials can catch the pool in a good moment: a worker whose vCPU the hypervisor
+ * deschedules now and then costs ~100 us per late job, rarely enough to miss 8 trials yet often
+ * enough to make the pool slower on average.  So a choice of the pool is checked again after 1024,
+ * 4096, 16384, ... runs: CHECK_RUNS runs on one thread, then CHECK_RUNS on the pool, comparing
+ * total times (late jobs included), and the pool is dropped for good if it no longer wins.  One
+ * thread is never re-tried: a pool that hands off late would cost ~100 us per run of the check. */
+#define CHECK_RUNS 512
+#define FIRST_CHECK 1024
 #define CHAIN_MAX_OPS 64
 
 static double now_us(void) {
@@ -368,15 +380,32 @@ static double now_us(void) {
 }
 
 /* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
- * 2 * THREAD_TRIALS runs, then as the best times of the two decided.  Returns 1 on the run that
- * completes the trials (the caller logs the choice). */
+ * 2 * THREAD_TRIALS runs, then as the best times of the two decided, re-checked now and then (see
+ * CHECK_RUNS).  Returns 1 on the run that completes the trials and 2 on the one that completes a
+ * re-check (the caller logs the choice). */
 static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg) {
   if (tc->trials >= 2 * THREAD_TRIALS) {
-    if (tc->use_pool)
+    if (!tc->use_pool) {
+      fn(arg, 0, 1);
+      return 0;
+    }
+    if (++tc->runs < tc->next_check) {
+      edge_pool_run(pool, fn, arg);
+      return 0;
+    }
+    if (tc->window == 0) tc->sum_pool = tc->sum_one = 0.0;
+    const int on_pool = tc->window >= CHECK_RUNS;
+    const double t0 = now_us();
+    if (on_pool)
       edge_pool_run(pool, fn, arg);
     else
       fn(arg, 0, 1);
-    return 0;
+    *(on_pool ? &tc->sum_pool : &tc->sum_one) += now_us() - t0;
+    if (++tc->window < 2 * CHECK_RUNS) return 0;
+    tc->use_pool = tc->sum_pool < 0.9 * tc->sum_one;
+    tc->next_check = 4 * tc->runs;
+    tc->window = 0;
+    return 2;
   }
   const int on_pool = tc->trials & 1;
   const double t0 = now_us();
@@ -389,6 +418,9 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   if (tc->trials < 2 || dt < *best) *best = dt;
   if (++tc->trials < 2 * THREAD_TRIALS) return 0;
   tc->use_pool = tc->t_pool < 0.9 * tc->t_one;
+  tc->runs = 0;
+  tc->next_check = FIRST_CHECK;
+  tc->window = 0;
   return 1;
 }
 
@@ -911,9 +943,14 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       if (!op_job(ctx, k, &k->ops[i], &jobs[i])) return eStatusError;
     Chain c = {k, jobs};
     const ThreadChoice* tc = &k->chain_threads;
-    if (run_measured(&k->chain_threads, k->pool, run_chain, &c))
+    const int rc = run_measured(&k->chain_threads, k->pool, run_chain, &c);
+    if (rc == 1)
       vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
            k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
+    if (rc == 2)
+      vlog(k->dd, "%d ops as one job, re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (mean of %d) -> %s",
+           k->nops, tc->runs, k->nthreads, tc->sum_pool / CHECK_RUNS, tc->sum_one / CHECK_RUNS, CHECK_RUNS,
+           tc->use_pool ? "threads" : "1 thread");
   } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];
@@ -924,9 +961,14 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
 #endif
       if (op->parallel && k->pool) {
         const ThreadChoice* tc = &op->threads;
-        if (run_measured(&op->threads, k->pool, run_share, &j))
+        const int rc = run_measured(&op->threads, k->pool, run_share, &j);
+        if (rc == 1)
           vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
                tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
+        if (rc == 2)
+          vlog(k->dd, "node %d: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (mean of %d) -> %s",
+               op->s.node, tc->runs, k->nthreads, tc->sum_pool / CHECK_RUNS, tc->sum_one / CHECK_RUNS, CHECK_RUNS,
+               tc->use_pool ? "threads" : "1 thread");
       } else {
         run_share(&j, 0, 1);
       }

@@ -364,11 +364,12 @@ typedef struct Kernel {
  * than one core, which no static work threshold predicts. */
 #define THREAD_TRIALS 8
 /* A few short trials can catch the pool in a good moment: a worker whose vCPU the hypervisor
- * deschedules now and then costs ~100 us per late job, rarely enough to miss 8 trials yet often
- * enough to make the pool slower on average.  So a choice of the pool is checked again after 1024,
- * 4096, 16384, ... runs: CHECK_RUNS runs on one thread, then CHECK_RUNS on the pool, comparing
- * total times (late jobs included), and the pool is dropped for good if it no longer wins.  One
- * thread is never re-tried: a pool that hands off late would cost ~100 us per run of the check. */
+ * deschedules now and then costs ~160 us per late job (docs/results/delegate_profile.md), rarely
+ * enough to miss 8 trials yet often enough to make the pool slower on average.  So a choice of the
+ * pool is checked again after 1024, 4096, 16384, ... runs: CHECK_RUNS runs on one thread, then
+ * CHECK_RUNS on the pool, comparing total times (late jobs included), and the pool is dropped for
+ * good if it no longer wins.  One thread is never re-tried: a pool that hands off late would cost
+ * ~160 us per run of the check. */
 #define CHECK_RUNS 512
 #define FIRST_CHECK 1024
 #define CHAIN_MAX_OPS 64
@@ -379,49 +380,49 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
 }
 
+static void run_on(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
+  if (on_pool)
+    edge_pool_run(pool, fn, arg);
+  else
+    fn(arg, 0, 1);
+}
+
+static double run_timed(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
+  const double t0 = now_us();
+  run_on(on_pool, pool, fn, arg);
+  return now_us() - t0;
+}
+
 /* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
  * 2 * THREAD_TRIALS runs, then as the best times of the two decided, re-checked now and then (see
  * CHECK_RUNS).  Returns 1 on the run that completes the trials and 2 on the one that completes a
  * re-check (the caller logs the choice). */
 static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg) {
-  if (tc->trials >= 2 * THREAD_TRIALS) {
-    if (!tc->use_pool) {
-      fn(arg, 0, 1);
-      return 0;
-    }
-    if (++tc->runs < tc->next_check) {
-      edge_pool_run(pool, fn, arg);
-      return 0;
-    }
-    if (tc->window == 0) tc->sum_pool = tc->sum_one = 0.0;
-    const int on_pool = tc->window >= CHECK_RUNS;
-    const double t0 = now_us();
-    if (on_pool)
-      edge_pool_run(pool, fn, arg);
-    else
-      fn(arg, 0, 1);
-    *(on_pool ? &tc->sum_pool : &tc->sum_one) += now_us() - t0;
-    if (++tc->window < 2 * CHECK_RUNS) return 0;
-    tc->use_pool = tc->sum_pool < 0.9 * tc->sum_one;
-    tc->next_check = 4 * tc->runs;
+  if (tc->trials < 2 * THREAD_TRIALS) {
+    const int on_pool = tc->trials & 1;
+    const double dt = run_timed(on_pool, pool, fn, arg);
+    double* best = on_pool ? &tc->t_pool : &tc->t_one;
+    if (tc->trials < 2 || dt < *best) *best = dt;
+    if (++tc->trials < 2 * THREAD_TRIALS) return 0;
+    tc->use_pool = tc->t_pool < 0.9 * tc->t_one;
+    tc->runs = 0;
+    tc->next_check = FIRST_CHECK;
     tc->window = 0;
-    return 2;
+    return 1;
   }
-  const int on_pool = tc->trials & 1;
-  const double t0 = now_us();
-  if (on_pool)
-    edge_pool_run(pool, fn, arg);
-  else
-    fn(arg, 0, 1);
-  const double dt = now_us() - t0;
-  double* best = on_pool ? &tc->t_pool : &tc->t_one;
-  if (tc->trials < 2 || dt < *best) *best = dt;
-  if (++tc->trials < 2 * THREAD_TRIALS) return 0;
-  tc->use_pool = tc->t_pool < 0.9 * tc->t_one;
-  tc->runs = 0;
-  tc->next_check = FIRST_CHECK;
+  if (!tc->use_pool || ++tc->runs < tc->next_check) {
+    run_on(tc->use_pool, pool, fn, arg);
+    return 0;
+  }
+  /* a re-check window: CHECK_RUNS runs on one thread, then CHECK_RUNS on the pool */
+  if (tc->window == 0) tc->sum_pool = tc->sum_one = 0.0;
+  const int on_pool = tc->window >= CHECK_RUNS;
+  *(on_pool ? &tc->sum_pool : &tc->sum_one) += run_timed(on_pool, pool, fn, arg);
+  if (++tc->window < 2 * CHECK_RUNS) return 0;
+  tc->use_pool = tc->sum_pool < 0.9 * tc->sum_one;
+  tc->next_check = 4 * tc->runs;
   tc->window = 0;
-  return 1;
+  return 2;
 }
 
 static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding) {

@@ -11,7 +11,8 @@ Not a test. Writes docs/results/sparse_delegate.{json,md,png} with machine, vers
 * Crossover sparsity per pattern on the 784->300 layer (random magnitude-pruned weights).
 
 Every configuration runs batch 1 and 8, 1 and 2 threads; times are medians over interleaved
-repeats (the machine is shared: ratios are more trustworthy than absolute times).
+repeats taken in 5 rounds 30 s apart (the machine is shared and its speed shifts for minutes:
+ratios are more trustworthy than absolute times, and the rounds column shows their spread).
 
     nice python benchmarks/sparse_delegate.py            # full run (~10 min on 2 cores)
     nice python benchmarks/sparse_delegate.py --quick    # smoke run
@@ -245,24 +246,54 @@ class Runner:
         return (time.perf_counter() - t0) / self.n * 1e6  # us
 
 
-def measure(runners: dict[str, Runner], repeats: int) -> dict[str, float]:
-    """Median us per invoke, repeats interleaved across configurations."""
+def measure(runners: dict[str, Runner], repeats: int) -> dict[str, list[float]]:
+    """us per invoke of each configuration: `repeats` samples, interleaved across configurations."""
     samples: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(repeats):
         for k, r in runners.items():
             samples[k].append(r.sample())
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    return samples
 
 
-def compare(model: bytes, repeats: int, batches=(1, 8), threads=(1, 2), options: dict | None = None) -> list[dict]:
-    rows = []
-    for b in batches:
-        for t in threads:
-            runners = {"xnnpack": Runner(model, "xnnpack", b, t), "delegate": Runner(model, "delegate", b, t, options)}
-            res = measure(runners, repeats)
-            rows.append({"batch": b, "threads": t, "xnnpack_us": res["xnnpack"], "delegate_us": res["delegate"],
-                         "speedup": res["xnnpack"] / res["delegate"]})
-    return rows
+class Comparison:
+    """XNNPACK against the delegate on one model, batch 1 and 8, 1 and 2 threads.
+
+    The interpreters stay alive across rounds (`measure_round`), so each configuration's samples
+    come from several moments of the run: this machine's speed shifts for minutes at a time (another
+    tenant on a vCPU, a slow period of the host), and a median over rounds spread through the run is
+    robust to one such period, where a median of back-to-back repeats is not."""
+
+    def __init__(self, model: bytes, name: str, options: dict | None = None, batches=(1, 8), threads=(1, 2)):
+        self.name = name
+        self.configs = [(b, t) for b in batches for t in threads]
+        self.runners = {c: {"xnnpack": Runner(model, "xnnpack", *c), "delegate": Runner(model, "delegate", *c, options)}
+                        for c in self.configs}
+        self.samples = {c: {"xnnpack": [], "delegate": []} for c in self.configs}
+        self.round_speedups: dict = {c: [] for c in self.configs}
+
+    def measure_round(self, repeats: int) -> None:
+        for c in self.configs:
+            res = measure(self.runners[c], repeats)
+            for k, v in res.items():
+                self.samples[c][k] += v
+            self.round_speedups[c].append(float(np.median(res["xnnpack"]) / np.median(res["delegate"])))
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for (b, t), s in self.samples.items():
+            x, d = float(np.median(s["xnnpack"])), float(np.median(s["delegate"]))
+            rows.append({"name": self.name, "batch": b, "threads": t, "xnnpack_us": x, "delegate_us": d,
+                         "speedup": x / d, "round_speedups": self.round_speedups[(b, t)]})
+        return rows
+
+
+def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: float) -> None:
+    for i in range(rounds):
+        if i:
+            time.sleep(gap_s)  # the next round falls in another moment of the machine
+        print(f"timing round {i + 1}/{rounds} ...", flush=True)
+        for c in comparisons:
+            c.measure_round(repeats)
 
 
 # ----------------------------------------------------------------------------- report
@@ -298,16 +329,17 @@ def invoke_overhead(repeats: int) -> float:
 
     inp = keras.Input((4,))
     model = convert(keras.Model(inp, keras.layers.Dense(1)(inp)), "float32", np.zeros((1, 4), np.float32))
-    return measure({"o": Runner(model, "xnnpack", 1, 1)}, repeats)["o"]
+    return float(np.median(measure({"o": Runner(model, "xnnpack", 1, 1)}, repeats)["o"]))
 
 
 def table(rows: list[dict], title: str, overhead: float | None = None) -> list[str]:
     extra = " | speed-up excl. invoke overhead" if overhead is not None else ""
-    out = [f"| {title} | batch | threads | XNNPACK dense (us) | delegate (us) | speed-up{extra} |",
-           "|---|---|---|---|---|---|" + ("---|" if overhead is not None else "")]
+    out = [f"| {title} | batch | threads | XNNPACK dense (us) | delegate (us) | speed-up | rounds (min-max){extra} |",
+           "|---|---|---|---|---|---|---|" + ("---|" if overhead is not None else "")]
     for r in rows:
+        rs = r["round_speedups"]
         line = (f"| {r.get('name', '')} | {r['batch']} | {r['threads']} | {r['xnnpack_us']:.2f} | "
-                f"{r['delegate_us']:.2f} | **{r['speedup']:.2f}x** |")
+                f"{r['delegate_us']:.2f} | **{r['speedup']:.2f}x** | {min(rs):.2f}-{max(rs):.2f}x |")
         if overhead is not None:
             net = (r["xnnpack_us"] - overhead) / max(r["delegate_us"] - overhead, 1e-3)
             r["speedup_excl_overhead"] = net
@@ -335,13 +367,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "sparse_delegate")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds spread through the run")
+    ap.add_argument("--round-gap", type=float, default=30.0, help="seconds between timing rounds")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, sparsities and training data")
     args = ap.parse_args()
     repeats = 3 if args.quick else args.repeats
+    rounds, gap = (1, 0.0) if args.quick else (args.rounds, args.round_gap)
     info = machine()
-    settings = {"repeats": repeats, "epochs": args.epochs, "quick": args.quick, "timing": "median of interleaved "
-                "repeats, each ~20 ms of back-to-back invoke() calls from Python (includes ~0.4 us call overhead) "
-                "after ~5 ms of untimed ones",
+    settings = {"repeats": repeats, "rounds": rounds, "round_gap_s": gap, "epochs": args.epochs,
+                "quick": args.quick, "timing": f"median over {rounds} rounds {gap:.0f} s apart of {repeats} "
+                "interleaved samples each, a sample being ~20 ms of back-to-back invoke() calls from Python "
+                "(includes ~0.5 us call overhead) after ~5 ms of untimed ones; the speed-up is the ratio of the "
+                "two medians, the rounds column the range of the per-round ratios",
                 "delegate_options": "defaults (min_sparsity 0.5, autotuned layouts); LeNet tickets min_sparsity 0"}
     result: dict = {"machine": info, "settings": settings}
     md = ["# Sparse delegate benchmark", "", f"Generated by `benchmarks/sparse_delegate.py` on {info['date_utc']}.", "",
@@ -353,18 +390,19 @@ def main() -> None:
 
     print("training LeNet-300-100 tickets ...", flush=True)
     tickets, acc_dense = lenet_tickets(args.data_dir, 1 if args.quick else args.epochs, args.quick)
-    lenet_rows = []
     md += ["## LeNet-300-100 tickets (MNIST, trained; delegate option min_sparsity=0)", "",
            f"Dense LeNet-300-100 test accuracy: {acc_dense:.4f}.", ""]
     for key, t in tickets.items():
-        print(f"timing {key} ...", flush=True)
-        rows = compare(t["model"], repeats, options=LENET_OPTIONS)
-        for r in rows:
-            r["name"] = key
-        lenet_rows += rows
         md.append(f"- `{key}`: weight sparsity {t['weight_sparsity']:.3f}, Keras test accuracy {t['accuracy']:.4f}"
                   + (f", int8 TFLite accuracy {t['int8_accuracy']:.4f} (2000 test images)" if t["int8_accuracy"]
                      else "") + f"; ticket from: {t['method']}")
+    print("mobilenet_v1_025 ...", flush=True)
+    lenet = [Comparison(t["model"], key, LENET_OPTIONS) for key, t in tickets.items()]
+    mobilenets = [Comparison(mobilenet(dtype, 0.9), f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % "
+                             + ("16x4" if dtype == "int8" else "16x1")) for dtype in ("float32", "int8")]
+    run_rounds(lenet + mobilenets, repeats, rounds, gap)
+
+    lenet_rows = [r for c in lenet for r in c.rows()]
     overhead = invoke_overhead(repeats)
     md += ["", f"Invoke overhead (one-op 4->1 model under XNNPACK, median): {overhead:.2f} us; the last column",
            "subtracts it from both times (what the kernels themselves gain).", ""]
@@ -372,14 +410,7 @@ def main() -> None:
     result["lenet"] = {"dense_accuracy": acc_dense, "rows": lenet_rows, "invoke_overhead_us": overhead,
                        "tickets": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in tickets.items()}}
 
-    print("mobilenet_v1_025 ...", flush=True)
-    mb_rows = []
-    for dtype in ("float32", "int8"):
-        model = mobilenet(dtype, 0.9)
-        rows = compare(model, repeats)
-        for r in rows:
-            r["name"] = f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % {'16x4' if dtype == 'int8' else '16x1'}"
-        mb_rows += rows
+    mb_rows = [r for c in mobilenets for r in c.rows()]
     md += ["## mobilenet_v1_025 (96x96x3, random weights), 90 % output-block sparsity on the 1x1 convolutions", ""]
     md += table(mb_rows, "model") + [""]
     result["mobilenet_v1_025"] = mb_rows
@@ -393,7 +424,7 @@ def main() -> None:
                 model = fc_layer(dtype, s, pattern)
                 runners = {"xnnpack": Runner(model, "xnnpack", 1, 1), "delegate": Runner(model, "delegate", 1, 1,
                                                                                           {"min_sparsity": 0})}
-                res = measure(runners, repeats)
+                res = {k: float(np.median(v)) for k, v in measure(runners, repeats).items()}
                 sweep.append({"dtype": dtype, "pattern": pattern, "sparsity": s, "xnnpack_us": res["xnnpack"],
                               "delegate_us": res["delegate"], "speedup": res["xnnpack"] / res["delegate"]})
                 print(f"  {dtype} {pattern} {s}: {sweep[-1]['speedup']:.2f}x", flush=True)

@@ -305,10 +305,11 @@ typedef struct ThreadChoice {
   int trials;   /* runs timed so far, alternating one thread and the pool */
   int use_pool; /* the measured choice once the trials (or the last re-check) are done */
   double t_one, t_pool;
-  long long runs;       /* runs since the trials */
+  long long runs;       /* runs since the trials, outside re-check windows */
   long long next_check; /* run count at which the next re-check window starts */
-  int window;           /* runs done in the current re-check window */
-  double sum_pool, sum_one;
+  int window;           /* runs done in the current re-check window (0: none open) */
+  int half;             /* runs in each half of the window, fixed when its one-thread half ends */
+  double w_start, w_mid, span_one, span_pool;
 } ThreadChoice;
 
 typedef struct Op {
@@ -366,11 +367,13 @@ typedef struct Kernel {
 /* A few short trials can catch the pool in a good moment: a worker whose vCPU the hypervisor
  * deschedules now and then costs ~160 us per late job (docs/results/delegate_profile.md), rarely
  * enough to miss 8 trials yet often enough to make the pool slower on average.  So a choice of the
- * pool is checked again after 1024, 4096, 16384, ... runs: CHECK_RUNS runs on one thread, then
- * CHECK_RUNS on the pool, comparing total times (late jobs included), and the pool is dropped for
- * good if it no longer wins.  One thread is never re-tried: a pool that hands off late would cost
- * ~160 us per run of the check. */
+ * pool is checked again after 1024, 4096, 16384, ... runs: one thread for at least CHECK_RUNS runs
+ * and CHECK_US, then the pool for as many runs, each half timed from invoke to invoke (so late
+ * hand-offs and whatever a spinning worker costs the caller between invokes count), and the pool
+ * is dropped for good unless it still wins.  One thread is never re-tried: a pool that hands off
+ * late would cost ~160 us per run of the check. */
 #define CHECK_RUNS 512
+#define CHECK_US 5000.0
 #define FIRST_CHECK 1024
 #define CHAIN_MAX_OPS 64
 
@@ -410,19 +413,31 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->window = 0;
     return 1;
   }
-  if (!tc->use_pool || ++tc->runs < tc->next_check) {
+  if (!tc->use_pool || (tc->window == 0 && ++tc->runs < tc->next_check)) {
     run_on(tc->use_pool, pool, fn, arg);
     return 0;
   }
-  /* a re-check window: CHECK_RUNS runs on one thread, then CHECK_RUNS on the pool */
-  if (tc->window == 0) tc->sum_pool = tc->sum_one = 0.0;
-  const int on_pool = tc->window >= CHECK_RUNS;
-  *(on_pool ? &tc->sum_pool : &tc->sum_one) += run_timed(on_pool, pool, fn, arg);
-  if (++tc->window < 2 * CHECK_RUNS) return 0;
-  tc->use_pool = tc->sum_pool < 0.9 * tc->sum_one;
-  tc->next_check = 4 * tc->runs;
-  tc->window = 0;
-  return 2;
+  /* a re-check window; each half spans from the start of its first run to the start of the run
+   * after its last */
+  const double t = now_us();
+  if (tc->window == 0) {
+    tc->w_start = t;
+    tc->half = 0;
+  } else if (!tc->half && tc->window >= CHECK_RUNS && t - tc->w_start >= CHECK_US) {
+    tc->half = tc->window;
+    tc->w_mid = t;
+  } else if (tc->half && tc->window == 2 * tc->half) {
+    tc->span_one = tc->w_mid - tc->w_start;
+    tc->span_pool = t - tc->w_mid;
+    tc->use_pool = tc->span_pool < tc->span_one; /* adopting it took a 10 % win; keeping it, any */
+    tc->next_check = 4 * tc->runs;
+    tc->window = 0;
+    run_on(tc->use_pool, pool, fn, arg);
+    return 2;
+  }
+  tc->window++;
+  run_on(tc->half != 0, pool, fn, arg);
+  return 0;
 }
 
 static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding) {
@@ -949,9 +964,9 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
            k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
     if (rc == 2)
-      vlog(k->dd, "%d ops as one job, re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (mean of %d) -> %s",
-           k->nops, tc->runs, k->nthreads, tc->sum_pool / CHECK_RUNS, tc->sum_one / CHECK_RUNS, CHECK_RUNS,
-           tc->use_pool ? "threads" : "1 thread");
+      vlog(k->dd, "%d ops as one job, re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, "
+           "mean of %d runs each) -> %s", k->nops, tc->runs, k->nthreads, tc->span_pool / tc->half,
+           tc->span_one / tc->half, tc->half, tc->use_pool ? "threads" : "1 thread");
   } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];
@@ -967,9 +982,9 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
           vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
                tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
         if (rc == 2)
-          vlog(k->dd, "node %d: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (mean of %d) -> %s",
-               op->s.node, tc->runs, k->nthreads, tc->sum_pool / CHECK_RUNS, tc->sum_one / CHECK_RUNS, CHECK_RUNS,
-               tc->use_pool ? "threads" : "1 thread");
+          vlog(k->dd, "node %d: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, "
+               "mean of %d runs each) -> %s", op->s.node, tc->runs, k->nthreads, tc->span_pool / tc->half,
+               tc->span_one / tc->half, tc->half, tc->use_pool ? "threads" : "1 thread");
       } else {
         run_share(&j, 0, 1);
       }

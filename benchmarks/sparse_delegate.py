@@ -14,7 +14,7 @@ Every configuration runs batch 1 and 8, 1 and 2 threads; times are medians over 
 repeats taken in 5 rounds 30 s apart (the machine is shared and its speed shifts for minutes:
 ratios are more trustworthy than absolute times, and the rounds column shows their spread).
 
-    nice python benchmarks/sparse_delegate.py            # full run (~10 min on 2 cores)
+    nice python benchmarks/sparse_delegate.py            # full run (~5 min on 2 cores)
     nice python benchmarks/sparse_delegate.py --quick    # smoke run
 """
 

@@ -59,7 +59,7 @@ del it
 """
 _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
-_CHAIN = re.compile(r"(\d+) ops as one job on (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+_CHAIN = re.compile(r"(\d+) ops as one job: (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 
 
 def build_profile_library(tmp: Path) -> Path:

@@ -167,7 +167,7 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, c
     for i in range(20):
         x = _input(plain, batch, 300 + i)
         _assert_same(_run(it, x), _run(plain, x))
-    decisions = [line for line in capfd.readouterr().err.splitlines() if "as one job on 2 threads" in line]
+    decisions = [line for line in capfd.readouterr().err.splitlines() if "as one job: 2 threads" in line]
     assert len(decisions) == 1, "the op chain was not tried as one pool job"
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
@@ -175,25 +175,28 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, c
 def test_pool_choice_is_rechecked_while_running_and_stays_exact(capfd):
     """A chain that chose the pool is timed again after 1024 runs (one thread for at least 512 runs
     and 5 ms, then the pool for as many, invoke to invoke) and may drop it; one that chose one
-    thread never re-tries the pool.  Outputs stay exact before, during and after the checks."""
-    model = MODELS["i8_16x4"]()
+    thread never re-tries the pool.  Outputs stay the same, bit for bit, before, during and after
+    the checks.  The model is big enough (512 -> 256 -> 64 at batch 8) that the trials usually
+    choose the pool on this 2-vCPU VM (6 of 7 processes when this was written), so the check runs."""
+    model = mlp((512, 256, 64), 0.8, "16x1", "float32")
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
-    plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
-    x = _input(plain, 30, 7)
-    ref = _run(plain, x)
-    _run(it, x)
+    # two inputs in turn: a share that read the other's stale outputs (a missing barrier) would
+    # compute the previous input's answer
+    xs = [_input(ai.Interpreter(model_content=model), 8, seed) for seed in (7, 8)]
+    firsts = [_run(it, x) for x in xs]
+    for x, y in zip(xs, firsts, strict=True):
+        _assert_same(y, _reference(model, x))
     d_in, d_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
     t0, runs = time.perf_counter(), 0
-    # the first window opens at run 1041 and takes 2 x max(512 runs, 5 ms): 60 ms covers it
+    # the first window opens at run ~1040 and takes 2 x max(512 runs, 5 ms): 60 ms covers it
     while runs < 2200 or time.perf_counter() - t0 < 0.06:
-        it.set_tensor(d_in, x)
+        it.set_tensor(d_in, xs[runs % 2])
         it.invoke()
-        if runs % 97 == 0 or 1030 <= runs <= 1050 or 1540 <= runs <= 1560:
-            _assert_same(it.get_tensor(d_out), ref)
+        if runs % 97 == 0 or 1030 <= runs <= 1050 or 1540 <= runs <= 1560 or runs % 997 < 4:
+            np.testing.assert_array_equal(it.get_tensor(d_out), firsts[runs % 2])
         runs += 1
-    _assert_same(it.get_tensor(d_out), ref)
     err = capfd.readouterr().err.splitlines()
-    trial = [line for line in err if "as one job on 2 threads" in line]
+    trial = [line for line in err if "as one job: 2 threads" in line]
     checks = [line for line in err if "re-checked after" in line]
     assert len(trial) == 1
     if trial[0].endswith("-> threads"):

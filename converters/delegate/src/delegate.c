@@ -942,6 +942,17 @@ static int op_job(EdgeContext* ctx, Kernel* k, Op* op, Job* j) {
   return 0;
 }
 
+/* The verbose line for run_measured's return code rc (1: trials done, 2: a re-check done). */
+static void log_choice(const Kernel* k, const char* what, const ThreadChoice* tc, int rc) {
+  const char* kept = tc->use_pool ? "threads" : "1 thread";
+  if (rc == 1)
+    vlog(k->dd, "%s: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", what, k->nthreads, tc->t_pool,
+         tc->t_one, THREAD_TRIALS, kept);
+  else if (rc == 2)
+    vlog(k->dd, "%s: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, mean of %d runs "
+         "each) -> %s", what, tc->runs, k->nthreads, tc->span_pool / tc->half, tc->span_one / tc->half, tc->half, kept);
+}
+
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
   Kernel* k = (Kernel*)node->user_data;
   if (!k || k->error[0]) return eStatusError;
@@ -958,15 +969,12 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     for (int i = 0; i < k->nops; i++)
       if (!op_job(ctx, k, &k->ops[i], &jobs[i])) return eStatusError;
     Chain c = {k, jobs};
-    const ThreadChoice* tc = &k->chain_threads;
     const int rc = run_measured(&k->chain_threads, k->pool, run_chain, &c);
-    if (rc == 1)
-      vlog(k->dd, "%d ops as one job on %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", k->nops,
-           k->nthreads, tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
-    if (rc == 2)
-      vlog(k->dd, "%d ops as one job, re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, "
-           "mean of %d runs each) -> %s", k->nops, tc->runs, k->nthreads, tc->span_pool / tc->half,
-           tc->span_one / tc->half, tc->half, tc->use_pool ? "threads" : "1 thread");
+    if (rc) {
+      char what[32];
+      snprintf(what, sizeof(what), "%d ops as one job", k->nops);
+      log_choice(k, what, &k->chain_threads, rc);
+    }
   } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];
@@ -976,15 +984,12 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
       if (op->parallel && k->pool) {
-        const ThreadChoice* tc = &op->threads;
         const int rc = run_measured(&op->threads, k->pool, run_share, &j);
-        if (rc == 1)
-          vlog(k->dd, "node %d: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", op->s.node, k->nthreads,
-               tc->t_pool, tc->t_one, THREAD_TRIALS, tc->use_pool ? "threads" : "1 thread");
-        if (rc == 2)
-          vlog(k->dd, "node %d: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, "
-               "mean of %d runs each) -> %s", op->s.node, tc->runs, k->nthreads, tc->span_pool / tc->half,
-               tc->span_one / tc->half, tc->half, tc->use_pool ? "threads" : "1 thread");
+        if (rc) {
+          char what[32];
+          snprintf(what, sizeof(what), "node %d", op->s.node);
+          log_choice(k, what, &op->threads, rc);
+        }
       } else {
         run_share(&j, 0, 1);
       }

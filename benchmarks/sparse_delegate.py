@@ -371,6 +371,9 @@ def main() -> None:
     ap.add_argument("--round-gap", type=float, default=30.0, help="seconds between timing rounds")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, sparsities and training data")
     args = ap.parse_args()
+    if args.repeats < 1 or args.rounds < 1 or args.round_gap < 0:
+        ap.error(f"--repeats and --rounds must be >= 1 and --round-gap >= 0, got {args.repeats}, {args.rounds}, "
+                 f"{args.round_gap}")
     repeats = 3 if args.quick else args.repeats
     rounds, gap = (1, 0.0) if args.quick else (args.rounds, args.round_gap)
     info = machine()

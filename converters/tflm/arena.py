@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,9 @@ def interpreter(model_bytes: bytes, arena_size: int | None = None, alt_decompres
             )
         except RuntimeError as exc:
             failure = exc
+        except (struct.error, ValueError, IndexError) as exc:  # its Python side parses the flatbuffer
+            raise ConverterError(f"TFLite-Micro cannot read the model: not a .tflite flatbuffer it can parse "
+                                 f"({len(model_bytes)} bytes, truncated or corrupted?): {exc}") from None
     detail = _first_error_line(err[0] if err else "")
     raise ConverterError(f"TFLite-Micro cannot prepare the model: {failure}" + (f" ({detail})" if detail else ""))
 

@@ -133,6 +133,30 @@ def _to_input(array: Any, detail: dict[str, Any], scale: float) -> Any:
     return real.astype(dtype).reshape(shape)
 
 
+def _load_npz(path: Path, option: str) -> dict[str, Any]:
+    """The arrays of an .npz file, or a one-line DeviceError naming the option and the file."""
+    import zipfile
+
+    import numpy as np
+
+    what = f"{option} {path}"
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise DeviceError(expected(what, "an .npz of named arrays (numpy.savez)", "a single .npy array"))
+    if not magic.startswith(b"PK"):
+        raise DeviceError(expected(what, "an .npz of named arrays (numpy.savez, a zip archive)", f"a file starting {magic!r}"))
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DeviceError(f"{what}: expected an .npz of arrays (numpy.savez), cannot read it: {exc}") from None
+    with loaded as npz:
+        try:
+            return {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DeviceError(f"{option} {path}: an array in it cannot be read ({exc})") from None
+
+
 def make_inputs(input_details: list[dict[str, Any]], settings: BenchSettings, count: int,
                 seed: int = 0) -> tuple[list[list[Any]], Any]:
     """(samples, labels or None): from ``settings.inputs`` (.npz) or seeded random values.
@@ -163,8 +187,7 @@ def make_inputs(input_details: list[dict[str, Any]], settings: BenchSettings, co
     path = Path(settings.inputs)
     if path.suffix != ".npz" or not path.is_file():
         raise DeviceError(expected("--inputs", "an existing .npz file", settings.inputs))
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = _load_npz(path, "--inputs")
     per_input = []
     for d in input_details:
         array = arrays[d["name"]] if d["name"] in arrays else (
@@ -183,8 +206,7 @@ def make_inputs(input_details: list[dict[str, Any]], settings: BenchSettings, co
         lpath = Path(settings.labels)
         if not lpath.is_file():
             raise DeviceError(expected("--labels", "an existing .npz file", settings.labels))
-        with np.load(lpath, allow_pickle=False) as npz:
-            labels = _pick({k: npz[k] for k in npz.files}, LABEL_KEYS, "labels", str(lpath))
+        labels = _pick(_load_npz(lpath, "--labels"), LABEL_KEYS, "labels", str(lpath))
     elif any(k in arrays for k in LABEL_KEYS):
         labels = _pick({k: v for k, v in arrays.items() if k in LABEL_KEYS}, LABEL_KEYS, "labels", str(path))
     if labels is not None:

@@ -201,6 +201,7 @@ class TflmTarget:
     def run(self, model_path: Path, settings: BenchSettings) -> list[BenchRecord]:
         import numpy as np
 
+        from devices.targets.estimate import read_model
         from devices.targets.host import make_inputs
 
         model_path = Path(model_path)
@@ -210,6 +211,7 @@ class TflmTarget:
             raise DeviceError("the tflm target cannot measure energy; use --target serial:PORT with an "
                               "instrument, or --target estimate:PROFILE for an estimate")
         model = model_path.read_bytes()
+        read_model(model)  # a one-line error for a file that is not a .tflite flatbuffer
         figures: list[Figure] = []
         figures.extend(arena_figures(model))
         arena = int(figures[0].value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from bench_models import packed_model, tiny_model, unsupported_model
 from click.testing import CliRunner
 
@@ -81,6 +82,36 @@ def test_model_the_target_cannot_run_keeps_the_others(tmp_path):
     if packed is not None:
         result = _bench(str(packed), "-t", "host")
         assert result.exit_code == 1 and "--target tflm" in result.output
+
+
+@pytest.mark.parametrize("target", ["host", "tflm", "estimate:cortex-m4-80mhz"])
+def test_truncated_model_is_one_line_on_every_target(tmp_path, target):
+    good = tiny_model("conv").read_bytes()
+    bad = tmp_path / "cut.tflite"
+    bad.write_bytes(good[: len(good) // 3])  # identifier intact, tables cut off
+    result = _bench(str(bad), "-t", target, "--runs", "2")
+    assert result.exit_code == 1
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "cannot parse" in lines[0], result.output
+
+
+def test_unreadable_inputs_file_is_one_line(tmp_path):
+    import numpy as np
+
+    model = str(tiny_model("conv"))
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as f:
+        np.save(f, np.zeros(3))
+    cut = tmp_path / "cut.npz"
+    np.savez(cut, x=np.zeros((4, 100), np.float32))
+    cut.write_bytes(cut.read_bytes()[:200])
+    for path, needle in ((text, "zip archive"), (single, "single .npy array"), (cut, "cannot read it")):
+        result = _bench(model, "--inputs", str(path), "--runs", "2")
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 1 and len(lines) == 1 and needle in lines[0], result.output
+        assert "--inputs" in lines[0] and "Traceback" not in result.output
 
 
 def test_bad_option_values_are_one_line():

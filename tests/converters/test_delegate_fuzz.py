@@ -21,7 +21,8 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 import pytest
-from test_delegate import MODELS
+from ai_edge_litert import interpreter as ai
+from test_delegate import MODELS, REF, _assert_same, _input, _reference, _run
 
 import converters.delegate as cd
 
@@ -286,12 +287,58 @@ def test_random_valid_sparse_encodings_are_claimed_and_exact(tmp_path):
     assert compared >= len(files) // 2, f"only {compared} of {len(files)} encodings ran on the reference"
 
 
+def _skip_first_values(md) -> None:
+    segments = np.array(md.arraySegments.values)
+    assert segments[0] == 0 and segments[1] > 0
+    segments[0] = segments[1]  # the first row is empty and its values are skipped
+    md.arraySegments.values = segments
+
+
+def _repeat_an_index(md) -> None:
+    segments, indices = np.array(md.arraySegments.values), np.array(md.arrayIndices.values)
+    row = next(r for r in range(len(segments) - 1) if segments[r + 1] - segments[r] >= 2)
+    indices[segments[row] + 1] = indices[segments[row]]  # the same block twice in one row
+    md.arrayIndices.values = indices
+
+
+def _shrink_a_dense_level(md) -> None:
+    md.denseSize -= 1  # one row fewer than the weight shape
+
+
+@pytest.mark.parametrize(("name", "level", "mutate", "why"), [
+    ("i8_csr_densify", "csr", _skip_first_values, "segments skip or repeat values"),
+    ("i8_1x16_v8_zp", "csr", _repeat_an_index, "CSR indices not increasing within a segment"),
+    ("f32_1x4_v8", "dense", _shrink_a_dense_level, "dense level size differs from the weight shape"),
+])
+def test_metadata_the_runtime_reads_two_ways_is_declined(name, level, mutate, why, capfd):
+    """Found by the fuzz test with 600 mutants per model, where the delegate decoded them one way
+    and the runtime another.  TFLite's DENSIFY takes the values one after another in traversal
+    order wherever the segments point (a first segment moved from 0 to 7 skipped values), it
+    overwrites a repeated index that the sparse FULLY_CONNECTED kernels add twice, and it stops a
+    dense level at its stated size where those kernels take the weight shape.  The delegate now
+    declines such nodes, and the runtime runs them."""
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(MODELS[name](), 0))
+    last = [t for t in model.subgraphs[0].tensors if t.sparsity is not None][-1].sparsity.dimMetadata
+    # the CSR level, or the outermost (dense) level of the last sparse tensor
+    mutate(next(md for md in last if md.arraySegments is not None) if level == "csr" else last[0])
+    mutant = _pack(model)
+    x = _input(ai.Interpreter(model_content=mutant), 2, 5)
+    # without XNNPACK behind it: with XNNPACK the runtime gives yet other outputs for such tensors
+    it = ai.Interpreter(model_content=mutant, experimental_op_resolver_type=REF,
+                        experimental_delegates=[cd.load({"verbose": True, "min_sparsity": 0})])
+    got = _run(it, x)
+    assert f"FULLY_CONNECTED declined: malformed sparsity metadata: {why}" in capfd.readouterr().err
+    _assert_same(got, _reference(mutant, x))
+
+
 @pytest.mark.parametrize("name", ["i8_csr_densify", "i8_1x16_v8_zp", "f32_1x4_v8"])
 def test_corrupted_sparsity_metadata_never_crashes(name, tmp_path):
     base = MODELS[name]()
     ranges = _metadata_ranges(base)
     assert ranges, "model has no sparsity metadata"
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    # EDGE_DELEGATE_FUZZ_MUTANTS / EDGE_DELEGATE_FUZZ_SEED explore further (CI runs the 30 below)
+    extra_seed = os.environ.get("EDGE_DELEGATE_FUZZ_SEED")
+    rng = np.random.default_rng([zlib.crc32(name.encode()), int(extra_seed)] if extra_seed else zlib.crc32(name.encode()))
     files = []
     for k in range(int(os.environ.get("EDGE_DELEGATE_FUZZ_MUTANTS", "30"))):
         buf = bytearray(base)

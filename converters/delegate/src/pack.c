@@ -20,6 +20,7 @@ typedef struct Decoder {
   const EdgeSparsity* s;
   const uint8_t* values;
   int64_t nvalues;
+  int64_t next; /* leaves visited so far: where the next value is in traversal order */
   int es;
   int rank, levels;
   const int* dims;
@@ -39,6 +40,10 @@ static int fail(Decoder* d, const char* msg) {
 static int walk(Decoder* d, int level, int64_t pos) {
   if (level == d->levels) {
     if (pos < 0 || pos >= d->nvalues) return fail(d, "value index out of range");
+    /* TFLite's DENSIFY takes the values one after another in traversal order, whatever the
+     * segments say; in a well-formed tensor that is the position reached through the segments.
+     * Segments that do not start at 0 or that skip or repeat values make the two disagree. */
+    if (pos != d->next++) return fail(d, "segments skip or repeat values");
     int64_t flat = 0;
     const uint8_t* v = d->values + pos * d->es;
     int nonzero = 0;
@@ -76,6 +81,8 @@ static int walk(Decoder* d, int level, int64_t pos) {
   for (int p = s0; p < s1; p++) {
     const int c = ind->data[p];
     if (c < 0 || c >= d->expanded[t]) return fail(d, "CSR index out of range");
+    /* a repeated index is overwritten by DENSIFY but added twice by the sparse FC kernels */
+    if (p > s0 && c <= ind->data[p - 1]) return fail(d, "CSR indices not increasing within a segment");
     d->coord[t] = c;
     if (walk(d, level + 1, p) != 0) return -1;
   }
@@ -137,8 +144,10 @@ int edge_sparse_decode(const EdgeSparsity* s, const void* values, size_t value_b
   for (int j = 0; j < L; j++) {
     const EdgeDimensionMetadata* md = &s->dim_metadata[j];
     const int t = s->traversal_order->data[j];
-    if (md->format == eDimDense && (md->dense_size < 1 || md->dense_size > d.expanded[t]))
-      return fail(&d, "dense level size");
+    /* a smaller size leaves rows out for DENSIFY, while the sparse FC kernels take the rows from
+     * the weight shape: the runtime reads it two ways */
+    if (md->format == eDimDense && md->dense_size != d.expanded[t])
+      return fail(&d, "dense level size differs from the weight shape");
   }
   int64_t total = (int64_t)es;
   for (int i = 0; i < rank; i++) total *= dims[i];

@@ -239,7 +239,7 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
     codes = []
     for oc in model.operatorCodes or []:
         code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-        custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+        custom = oc.customCode.decode("utf-8", "replace") if isinstance(oc.customCode, bytes) else oc.customCode
         codes.append((custom if code == s.BuiltinOperator.CUSTOM and custom else op_names.get(code, f"OP_{code}"),
                       int(oc.version or 1)))
     buffers = model.buffers or []
@@ -267,6 +267,10 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
             name, version = codes[op.opcodeIndex] if op.opcodeIndex < len(codes) else (f"OPCODE_{op.opcodeIndex}", 1)
             ins = tuple(int(i) for i in (op.inputs if op.inputs is not None else []))
             outs = tuple(int(i) for i in (op.outputs if op.outputs is not None else []))
+            bad = [i for i in ins + outs if not -1 <= i < len(shapes)]  # -1: an omitted optional input
+            if bad:
+                raise _fail(f"operator {k} of subgraph {g} refers to tensor {bad[0]}, but the subgraph has "
+                            f"{len(shapes)} tensors")
             decode: list[DecodeInfo] = []
             if name == DECODE_CUSTOM_CODE:
                 for p, out_t in enumerate(outs):
@@ -320,7 +324,7 @@ def format_text(info: ModelInfo) -> str:
         if t.quantization:
             qq = t.quantization
             q = (f" q[{len(qq['scales'])} ch, axis {qq['quantized_dimension']}]" if qq["per_channel"]
-                 else f" q[scale {qq['scales'][0]:.3g}, zp {qq['zero_points'][0]}]")
+                 else f" q[scale {qq['scales'][0]:.3g}, zp {qq['zero_points'][0] if qq['zero_points'] else '-'}]")
         extra = ""
         if t.is_constant:
             extra = f" {t.buffer_bytes} B"

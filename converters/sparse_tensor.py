@@ -298,7 +298,7 @@ def _insert_pad(model, sg, x_index: int, pad: int, new_ops: list) -> int:
     p_t.shape = [rank, 2]
     p_t.type = s.TensorType.INT32
     p_t.buffer = len(model.buffers) - 1
-    p_t.name = (x_t.name.decode() if isinstance(x_t.name, bytes) else str(x_t.name or "x")) + "/sparse_pad/paddings"
+    p_t.name = (x_t.name.decode("utf-8", "replace") if isinstance(x_t.name, bytes) else str(x_t.name or "x")) + "/sparse_pad/paddings"
     sg.tensors.append(p_t)
     y_t = copy.deepcopy(x_t)
     y_t.buffer = 0

@@ -107,7 +107,7 @@ def read_model(model: bytes) -> Graph:
     for code in m.operatorCodes or []:
         builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
         if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+            custom = code.customCode.decode("utf-8", "replace") if isinstance(code.customCode, bytes) else str(code.customCode)
             codes.append(custom)
             custom_codes.append(custom)
         else:
@@ -123,16 +123,25 @@ def read_model(model: bytes) -> Graph:
                 nbytes = len(buf.data)
             elif getattr(buf, "size", 0):
                 nbytes = int(buf.size)
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name or "")
+        name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or "")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
         tensors.append(TensorInfo(i, name, shape, dtype, itemsize, nbytes))
     ops = []
-    for op in sub.operators or []:
+    for k, op in enumerate(sub.operators or []):
         ins = tuple(int(x) for x in (op.inputs if op.inputs is not None else []))
         outs = tuple(int(x) for x in (op.outputs if op.outputs is not None else []))
+        bad = [x for x in ins + outs if not -1 <= x < len(tensors)]  # -1: an omitted optional input
+        if not 0 <= op.opcodeIndex < len(codes) or bad:
+            raise DeviceError(f"model: operator {k} refers to "
+                              + (f"tensor {bad[0]} of {len(tensors)}" if bad else
+                                 f"operator code {op.opcodeIndex} of {len(codes)}") + " (corrupted .tflite?)")
         ops.append((codes[op.opcodeIndex], ins, outs, op.builtinOptions))
-    return Graph(tuple(tensors), tuple(ops), tuple(int(x) for x in sub.inputs),
-                 tuple(int(x) for x in sub.outputs), tuple(custom_codes), bytes(model))
+    graph_ins = tuple(int(x) for x in (sub.inputs if sub.inputs is not None else []))
+    graph_outs = tuple(int(x) for x in (sub.outputs if sub.outputs is not None else []))
+    if any(not 0 <= x < len(tensors) for x in graph_ins + graph_outs):
+        raise DeviceError(f"model: subgraph inputs/outputs {list(graph_ins)}/{list(graph_outs)} beyond its "
+                          f"{len(tensors)} tensors (corrupted .tflite?)")
+    return Graph(tuple(tensors), tuple(ops), graph_ins, graph_outs, tuple(custom_codes), bytes(model))
 
 
 def count_operations(model: bytes | Graph) -> list[OpCount]:

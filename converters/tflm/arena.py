@@ -199,7 +199,8 @@ def _probe(model_bytes: bytes, arena_size: int, alt: int, report: bool = False) 
 
 def recorded_allocations(model_bytes: bytes, arena_size: int | None = None, alt: int = 0) -> dict[str, int]:
     """``print_allocations()`` totals (``total``, ``head``, ``tail`` bytes), parsed from fd 2."""
-    size = int(arena_size) if arena_size else max(1 << 16, 10 * len(model_bytes))
+    # generous by default: TFLite-Micro may also crash when an arena is far too small
+    size = int(arena_size) if arena_size else max(16 << 20, 10 * len(model_bytes))
     ok, text = _probe(model_bytes, size, alt, report=True)
     if not ok:
         raise ConverterError(f"TFLite-Micro cannot run the model in a {size}-byte arena"
@@ -270,6 +271,51 @@ def arena_info(model_bytes: bytes, alt_decompression_memory_size: int = 0) -> Ar
     return ArenaInfo(**json.loads(lines[-1]))
 
 
+_CRASH_CHECKED: set[bytes] = set()
+
+
+def check_no_crash(model_bytes: bytes, arena_size: int | None = None) -> None:
+    """Allocate and invoke the model once (zero inputs) in a fresh process; a one-line
+    ConverterError if TFLite-Micro crashes doing so.
+
+    TFLite-Micro trusts the flatbuffer (a weight shape larger than its buffer is read past the
+    end), so a corrupted model can take down the process that runs it.  Callers that run a
+    user's model in-process check it here first; each model is checked once per process.
+    """
+    import hashlib
+
+    model_bytes = bytes(model_bytes)
+    digest = hashlib.sha256(model_bytes).digest()
+    if digest in _CRASH_CHECKED:
+        return
+    # generous by default: TFLite-Micro may also crash when an arena is far too small
+    size = int(arena_size) if arena_size else max(16 << 20, 10 * len(model_bytes))
+    code = "import sys; from converters.tflm.arena import _crash_worker; _crash_worker(int(sys.argv[1]))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_package_root(), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, str(size)], input=model_bytes, capture_output=True,
+                          env=env, timeout=600)
+    if proc.returncode < 0:
+        raise ConverterError(f"TFLite-Micro crashed (signal {-proc.returncode}) allocating and running the model "
+                             f"with a {size}-byte arena: the .tflite is corrupted (for example a weight shape "
+                             "larger than its data), or it hits a TFLite-Micro bug")
+    _CRASH_CHECKED.add(digest)  # errors other than a crash are left to the caller's own run
+
+
+def _crash_worker(arena_size: int) -> None:
+    """Entry point of check_no_crash's process: model bytes on stdin; dies by a signal on a crash."""
+    model_bytes = sys.stdin.buffer.read()
+    try:
+        interp = interpreter(model_bytes, arena_size)
+        n_in, _ = _io_counts(model_bytes)
+        for i in range(n_in):
+            details = interp.get_input_details(i)
+            interp.set_input(np.zeros(tuple(int(d) for d in details["shape"]), dtype=details["dtype"]), i)
+        interp.invoke()
+    except Exception as exc:  # noqa: BLE001 - not a crash: the caller's own run reports it
+        print(str(exc)[:300], file=sys.stderr)
+        sys.exit(1)
+
+
 def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -291,6 +337,7 @@ __all__ = [
     "ArenaInfo",
     "arena_info",
     "capture_fd2",
+    "check_no_crash",
     "interpreter",
     "minimum_arena",
     "random_inputs",

@@ -73,6 +73,25 @@ def read_model(model_bytes: bytes):
         raise ConverterError(f"TFLite flatbuffer could not be read: {type(err).__name__}: {err}") from err
 
 
+def verify(model_bytes: bytes) -> None:
+    """Run the flatbuffers verifier (LiteRT's, when its interpreter loads the model): the wheel's
+    C++ aligner and TFLite-Micro index the tables without checking them, so bytes the verifier
+    rejects would crash them.  A one-line ConverterError when it rejects the model."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # no LiteRT here: the other checks still run
+        return
+    try:
+        Interpreter(model_content=bytes(model_bytes),
+                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except ValueError as exc:
+        if "not a valid Flatbuffer" in str(exc):
+            raise ConverterError(f"TFLite flatbuffer could not be read: the flatbuffers verifier rejects its "
+                                 f"{len(model_bytes)} bytes (truncated or corrupted?)") from None
+    except RuntimeError:  # a verified flatbuffer with ops LiteRT lacks (TFLM_DECODE): not our question
+        pass
+
+
 def quant_of(tensor) -> TensorQuant | None:
     """TensorQuant of a model_editor Tensor (None when it has no affine scales)."""
     q = tensor.quantization if tensor.quantization is not None else None

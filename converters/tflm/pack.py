@@ -52,9 +52,19 @@ class PackResult:
 
 
 def _editor_model(model_bytes: bytes) -> Any:
+    from converters.inspect import inspect_model
     from converters.tflm import flatbuffer
 
-    return flatbuffer.read_model(model_bytes)
+    flatbuffer.verify(model_bytes)
+    inspect_model(model_bytes)  # one-line errors for structure the editor would trip over later
+    model = flatbuffer.read_model(model_bytes)
+    try:  # the editor decodes names lazily
+        for sg in model.subgraphs:
+            for t in sg.tensors:
+                _ = t.name
+    except UnicodeDecodeError as exc:
+        raise ConverterError(f"TFLite flatbuffer could not be read: a tensor name is not UTF-8 ({exc})") from None
+    return model
 
 
 def check_tflm_operators(model: Any) -> None:
@@ -155,6 +165,7 @@ def pack(
     model_bytes = bytes(model_bytes)
     model = _editor_model(model_bytes)
     check_tflm_operators(model)
+    arena.check_no_crash(model_bytes)  # the reference run below is in this process
     if representative_inputs is None:
         inputs = arena.random_inputs(model_bytes)
         source = "8 seeded random inputs"
@@ -165,6 +176,8 @@ def pack(
         if first.ndim == 0 or len(first) == 0:
             raise ConverterError(expected("representative inputs", "at least one row", list(first.shape)))
         source = f"{len(first)} representative inputs"
+    if isinstance(inputs, list) and not inputs:
+        raise ConverterError(expected("model inputs", "at least one (subgraph 0 lists none)", 0))
     n_rows = len(inputs[0]) if isinstance(inputs, list) else len(inputs)
     arena_size = max(1 << 16, 10 * len(model_bytes))
     reference = arena.run(model_bytes, inputs, arena_size=arena_size, all_outputs=True)

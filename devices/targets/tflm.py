@@ -212,6 +212,13 @@ class TflmTarget:
                               "instrument, or --target estimate:PROFILE for an estimate")
         model = model_path.read_bytes()
         read_model(model)  # a one-line error for a file that is not a .tflite flatbuffer
+        try:  # TFLite-Micro trusts the flatbuffer: a corrupted model could crash this process
+            from converters.tflm.flatbuffer import verify
+
+            verify(model)
+            _arena_module().check_no_crash(model)
+        except ConverterError as exc:
+            raise DeviceError(str(exc)) from None
         figures: list[Figure] = []
         figures.extend(arena_figures(model))
         arena = int(figures[0].value)

@@ -296,9 +296,28 @@ def measure(model_path: str | os.PathLike[str], settings: BenchSettings, seed: i
     return result
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill this worker when the CLI that started it dies, even by SIGKILL (its
+    Ctrl-C path kills the worker itself; a killed CLI would otherwise leave a worker timing
+    millions of runs)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request was armed
+        os._exit(1)
+
+
 def _worker_main() -> int:
     """``python -m devices.targets.host``: JSON request on stdin, JSON result on stdout."""
     request = json.loads(sys.stdin.read())
+    if "parent_pid" in request:
+        _die_with_parent(int(request["parent_pid"]))
     try:
         out = measure(request["model"], BenchSettings.from_config(request["settings"]), int(request.get("seed", 0)))
     except DeviceError as exc:
@@ -320,7 +339,8 @@ class HostTarget:
     def _measure(self, model_path: Path, settings: BenchSettings) -> dict[str, Any]:
         if self.in_process:
             return measure(model_path, settings, self.seed)
-        request = json.dumps({"model": str(model_path), "settings": settings.to_json(), "seed": self.seed})
+        request = json.dumps({"model": str(model_path), "settings": settings.to_json(), "seed": self.seed,
+                              "parent_pid": os.getpid()})
         # Generous wall clock beyond timeout_s: interpreter start-up and input preparation.
         try:
             proc = subprocess.run([sys.executable, "-m", "devices.targets.host"], input=request,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from bench_models import packed_model, tiny_model, unsupported_model
 from click.testing import CliRunner
@@ -149,6 +151,51 @@ def test_help_and_list_profiles():
     result = _bench("--list-profiles")
     assert result.exit_code == 0
     assert "cortex-m4-80mhz" in result.output and "raspberry-pi-4" in result.output
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_killed_cli_takes_its_host_worker_with_it(tmp_path):
+    """A CLI killed by SIGKILL (no chance to clean up) must not leave its measuring worker timing
+    10^8 runs on a core; the worker asks the kernel to kill it when its parent dies."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "edge_lottery", "bench", str(tiny_model("conv", True)), "-t", "host",
+           "--runs", "100000000", "--timeout", "600"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := _children(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.1)
+        time.sleep(2.0)  # past its start-up: reading the request and arming the parent-death signal
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "the host worker outlived the killed CLI"
 
 
 def test_ctrl_c_keeps_records_already_measured(tmp_path):

@@ -209,7 +209,10 @@ def test_ctrl_c_keeps_records_already_measured(tmp_path):
     cmd = [sys.executable, "-m", "edge_lottery", "bench", str(tiny_model("conv", True)),
            "-t", "estimate:cortex-m4-80mhz", "-t", "host", "--runs", "100000000", "--timeout", "600",
            "--json", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a test run started in the background by a shell ignores SIGINT, the
+    # child would inherit that, and Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out.exists() and out.read_text().count("\n") >= 1):

@@ -199,8 +199,7 @@ def _probe(model_bytes: bytes, arena_size: int, alt: int, report: bool = False) 
 
 def recorded_allocations(model_bytes: bytes, arena_size: int | None = None, alt: int = 0) -> dict[str, int]:
     """``print_allocations()`` totals (``total``, ``head``, ``tail`` bytes), parsed from fd 2."""
-    # generous by default: TFLite-Micro may also crash when an arena is far too small
-    size = int(arena_size) if arena_size else max(16 << 20, 10 * len(model_bytes))
+    size = int(arena_size) if arena_size else max(1 << 16, 10 * len(model_bytes))
     ok, text = _probe(model_bytes, size, alt, report=True)
     if not ok:
         raise ConverterError(f"TFLite-Micro cannot run the model in a {size}-byte arena"

@@ -73,23 +73,29 @@ def read_model(model_bytes: bytes):
         raise ConverterError(f"TFLite flatbuffer could not be read: {type(err).__name__}: {err}") from err
 
 
-def verify(model_bytes: bytes) -> None:
-    """Run the flatbuffers verifier (LiteRT's, when its interpreter loads the model): the wheel's
-    C++ aligner and TFLite-Micro index the tables without checking them, so bytes the verifier
-    rejects would crash them.  A one-line ConverterError when it rejects the model."""
+def check_structure(model_bytes: bytes) -> None:
+    """One-line ConverterErrors for a model that is not safe to hand to C++ readers: the file
+    identifier, tensor and operator indices (``converters.inspect``, in Python), then the
+    flatbuffers verifier (LiteRT's, run when its interpreter loads the model).  The wheel's C++
+    aligner and TFLite-Micro index the tables without checking them, so such bytes would crash
+    them."""
+    from converters.inspect import inspect_model
+
+    inspect_model(model_bytes)
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # no LiteRT here: the other checks still run
-        return
-    try:
-        Interpreter(model_content=bytes(model_bytes),
-                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except ValueError as exc:
-        if "not a valid Flatbuffer" in str(exc):
-            raise ConverterError(f"TFLite flatbuffer could not be read: the flatbuffers verifier rejects its "
-                                 f"{len(model_bytes)} bytes (truncated or corrupted?)") from None
-    except RuntimeError:  # a verified flatbuffer with ops LiteRT lacks (TFLM_DECODE): not our question
-        pass
+    except ImportError:  # no LiteRT here: the index checks still run
+        Interpreter = None
+    if Interpreter is not None:
+        try:
+            Interpreter(model_content=bytes(model_bytes),
+                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        except ValueError as exc:
+            if "not a valid Flatbuffer" in str(exc):
+                raise ConverterError(f"TFLite flatbuffer: cannot parse its {len(model_bytes)} bytes, the flatbuffers "
+                                     "verifier rejects them (truncated or corrupted?)") from None
+        except RuntimeError:  # a verified flatbuffer with ops LiteRT lacks (TFLM_DECODE): not our question
+            pass
 
 
 def quant_of(tensor) -> TensorQuant | None:

@@ -52,11 +52,9 @@ class PackResult:
 
 
 def _editor_model(model_bytes: bytes) -> Any:
-    from converters.inspect import inspect_model
     from converters.tflm import flatbuffer
 
-    flatbuffer.verify(model_bytes)
-    inspect_model(model_bytes)  # one-line errors for structure the editor would trip over later
+    flatbuffer.check_structure(model_bytes)  # what the editor and the aligner would trip over later
     model = flatbuffer.read_model(model_bytes)
     try:  # the editor decodes names lazily
         for sg in model.subgraphs:

@@ -201,7 +201,6 @@ class TflmTarget:
     def run(self, model_path: Path, settings: BenchSettings) -> list[BenchRecord]:
         import numpy as np
 
-        from devices.targets.estimate import read_model
         from devices.targets.host import make_inputs
 
         model_path = Path(model_path)
@@ -211,11 +210,10 @@ class TflmTarget:
             raise DeviceError("the tflm target cannot measure energy; use --target serial:PORT with an "
                               "instrument, or --target estimate:PROFILE for an estimate")
         model = model_path.read_bytes()
-        read_model(model)  # a one-line error for a file that is not a .tflite flatbuffer
         try:  # TFLite-Micro trusts the flatbuffer: a corrupted model could crash this process
-            from converters.tflm.flatbuffer import verify
+            from converters.tflm.flatbuffer import check_structure
 
-            verify(model)
+            check_structure(model)
             _arena_module().check_no_crash(model)
         except ConverterError as exc:
             raise DeviceError(str(exc)) from None

@@ -11,6 +11,8 @@ Not a test. Writes docs/results/delegate_profile.{json,md} with machine, version
   2 threads forced (``num_threads=2``), as the delegate's verbose log reports them;
 * the per-partition trials of the LeNet tickets (int8 16x4 and float32 16x1) run as one pool job on
   2 threads, at batch 1 and 8 (the interpreter's 2 threads; the delegate runs the whole graph);
+* the same partitions in steady state with each path forced: per-op cycles on one thread against
+  each share's part in the pool job;
 * the hot-loop cost of one stored block and of the broadcast alternatives
   (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only), and the pool's hand-off cost
   (benchmarks/delegate_pool_handoff.c, x86-64).
@@ -59,6 +61,8 @@ del it
 """
 _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+_INVOKE = re.compile(r"profile: \d+ invokes, (\d+) cycles each")
+_HALF = re.compile(r"pool job node (\d+): share 0 (\d+) cycles, share 1 (\d+) cycles")
 _CHAIN = re.compile(r"(\d+) ops as one job: (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 
 
@@ -69,9 +73,10 @@ def build_profile_library(tmp: Path) -> Path:
     return next((tmp / "lib" / "converters" / "delegate").glob("_edge_sparse_delegate*.so"))
 
 
-def run_child(lib: Path, model: Path, batch: int, threads: int, n: int, options: str) -> str:
+def run_child(lib: Path, model: Path, batch: int, threads: int, n: int, options: str,
+              env: dict[str, str] | None = None) -> str:
     out = subprocess.run([sys.executable, "-c", _CHILD, str(lib), str(model), str(batch), str(threads), str(n),
-                          options], capture_output=True, text=True, check=True)
+                          options], capture_output=True, text=True, check=True, env=dict(os.environ, **(env or {})))
     return out.stderr
 
 
@@ -138,6 +143,22 @@ def chain_trials(lenet: dict[str, Path]) -> list[dict]:
     return rows
 
 
+def pool_halves(lib: Path, lenet: dict[str, Path]) -> list[dict]:
+    """Steady state of the LeNet chain on 2 threads, each path forced (EDGE_PROFILE_THREADS, profile
+    builds only): per-op cycles on one thread against each share's part of the op in the pool job."""
+    rows = []
+    for name, model in lenet.items():
+        for batch in (1, 8):
+            one = run_child(lib, model, batch, 2, 20000, "min_sparsity=0", {"EDGE_PROFILE_THREADS": "one"})
+            pool = run_child(lib, model, batch, 2, 20000, "min_sparsity=0", {"EDGE_PROFILE_THREADS": "pool"})
+            whole = {int(m[1]): int(m[5]) for m in _OP.finditer(one)}
+            rows += [{"ticket": name, "batch": batch, "node": int(m[1]), "one_thread": whole[int(m[1])],
+                      "share0": int(m[2]), "share1": int(m[3])} for m in _HALF.finditer(pool)]
+            rows.append({"ticket": name, "batch": batch, "node": "invoke", "one_thread": int(_INVOKE.search(one)[1]),
+                         "pool_job": int(_INVOKE.search(pool)[1])})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
@@ -171,6 +192,7 @@ def main() -> None:
         lenet_f32.write_bytes(sd.convert(f32_ticket, "float32", xtr[:64, ..., None]))
         result["lenet_f32_ticket"] = f32_method
         result["lenet_chain_trials"] = chain_trials({"int8 16x4": lenet, "float32 16x1": lenet_f32})
+        result["lenet_pool_halves"] = pool_halves(lib, {"int8 16x4": lenet, "float32 16x1": lenet_f32})
         result["block_loop_tsc_cycles_per_block"] = block_loop(tmp)
         result["pool_handoff_tsc_cycles"] = pool_handoff(tmp)
     write(args.out, result)
@@ -217,12 +239,26 @@ def write(out: Path, r: dict) -> None:
            "The partition's first 16 invokes alternate one pool job for all its ops (barriers between ops) and",
            "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "
            f"{r['lenet_f32_ticket']}.", "",
-           "Three processes per configuration: when the worker does not run promptly (on this VM it can share",
-           "a vCPU with the caller, or its vCPU is descheduled by the hypervisor), a pool job waits for it",
-           "(rows of ~160 us) and the trial keeps one thread.", "",
+           "Three processes per configuration. The trials come right after the pool is created; the worker",
+           "starts on another CPU than the caller (until 7c8522c Linux left it on the caller's vCPU for",
+           "20-60 ms, and those trials timed the two shares taking turns: rows of ~160 us).", "",
            "| ticket | batch | process | ops | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
            "|---|---|---|---|---|---|---|---|"]
     md += trial_rows(r["lenet_chain_trials"], ("ticket", "batch", "run", "ops"))
+    md += ["", "## Pool halves in steady state: LeNet-300-100 tickets on 2 threads", "",
+           "Each path forced for 20000 invokes in its own process (`EDGE_PROFILE_THREADS=one|pool`, profile",
+           "builds only). Per op: TSC cycles on one thread, and each share's part of it in the pool job",
+           "(barrier waits excluded); an even split on two free cores would take 50 %. The invoke rows give",
+           "the delegate's whole invoke (hand-off, barriers and waits included).", "",
+           "| ticket | batch | node | 1 thread | share 0 | share 1 | slower share / 1 thread |",
+           "|---|---|---|---|---|---|---|"]
+    for h in r["lenet_pool_halves"]:
+        if h["node"] == "invoke":
+            md.append(f"| {h['ticket']} | {h['batch']} | whole invoke | {h['one_thread']} | pool job: "
+                      f"{h['pool_job']} | | {h['pool_job'] / h['one_thread']:.0%} |")
+        else:
+            md.append(f"| {h['ticket']} | {h['batch']} | {h['node']} | {h['one_thread']} | {h['share0']} | "
+                      f"{h['share1']} | {max(h['share0'], h['share1']) / h['one_thread']:.0%} |")
     ph = r["pool_handoff_tsc_cycles"]
     md += ["", "## Pool hand-off (benchmarks/delegate_pool_handoff.c, pool.c as built)", ""]
     if ph is None:

@@ -330,6 +330,8 @@ typedef struct Op {
 #endif
 } Op;
 
+#define CHAIN_MAX_OPS 64
+
 typedef struct Kernel {
   DelegateData* dd;
   int nops;
@@ -355,6 +357,8 @@ typedef struct Kernel {
   char error[256];
 #ifdef EDGE_PROFILE
   unsigned long long prof_cycles, prof_calls;
+  /* the op chain as a pool job: cycles of each share's part of each op (barrier waits excluded) */
+  unsigned long long prof_pool_jobs, prof_share[2][CHAIN_MAX_OPS];
 #endif
 } Kernel;
 
@@ -375,7 +379,6 @@ typedef struct Kernel {
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
 #define FIRST_CHECK 1024
-#define CHAIN_MAX_OPS 64
 
 static double now_us(void) {
   struct timespec ts;
@@ -401,6 +404,17 @@ static double run_timed(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
  * CHECK_RUNS).  Returns 1 on the run that completes the trials and 2 on the one that completes a
  * re-check (the caller logs the choice). */
 static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* arg) {
+#ifdef EDGE_PROFILE /* EDGE_PROFILE_THREADS=pool|one: the profile times each path in its steady state */
+  static int forced = -2;
+  if (forced == -2) {
+    const char* e = getenv("EDGE_PROFILE_THREADS");
+    forced = !e ? -1 : !strcmp(e, "pool") ? 1 : !strcmp(e, "one") ? 0 : -1;
+  }
+  if (forced >= 0) {
+    run_on(forced, pool, fn, arg);
+    return 0;
+  }
+#endif
   if (tc->trials < 2 * THREAD_TRIALS) {
     const int on_pool = tc->trials & 1;
     const double dt = run_timed(on_pool, pool, fn, arg);
@@ -625,6 +639,9 @@ static void kernel_destroy(Kernel* k) {
     for (int i = 0; i < k->nops; i++)
       fprintf(stderr, "  node %d M=%d K=%d N=%d: %.0f cycles\n", k->ops[i].s.node, k->ops[i].s.M, k->ops[i].s.K,
               k->ops[i].s.N, (double)k->ops[i].prof_cycles / k->prof_calls);
+    for (int i = 0; k->prof_pool_jobs && i < k->nops; i++)
+      fprintf(stderr, "  pool job node %d: share 0 %.0f cycles, share 1 %.0f cycles\n", k->ops[i].s.node,
+              (double)k->prof_share[0][i] / k->prof_pool_jobs, (double)k->prof_share[1][i] / k->prof_pool_jobs);
   }
 #endif
   for (int i = 0; i < k->nops; i++) op_free(&k->ops[i]);
@@ -930,8 +947,21 @@ static void run_chain(void* arg, int share, int nshares) {
   const Chain* c = (const Chain*)arg;
   for (int i = 0; i < c->k->nops; i++) {
     if (i && nshares > 1) edge_pool_barrier(c->k->pool);
+#ifdef EDGE_PROFILE
+    const unsigned long long t_op = __builtin_ia32_rdtsc();
+#endif
     run_share(&c->jobs[i], share, nshares);
+#ifdef EDGE_PROFILE
+    const unsigned long long dt = __builtin_ia32_rdtsc() - t_op;
+    if (nshares == 1)
+      c->k->ops[i].prof_cycles += dt;
+    else if (share < 2)
+      c->k->prof_share[share][i] += dt;
+#endif
   }
+#ifdef EDGE_PROFILE
+  if (nshares > 1 && share == 0) c->k->prof_pool_jobs++;
+#endif
 }
 
 /* The job of one op for this invoke (its tensors' current memory); 0 if one is not allocated. */

@@ -1,8 +1,9 @@
-"""The delegate's thread pool starts its worker on another CPU than the caller.
+"""The delegate's thread pool keeps its worker off the caller's CPU.
 
-Linux puts a new thread on its creator's CPU and moves it only 20-60 ms later (seen on this 2-vCPU
-VM); until then the two shares of every job take turns on one CPU, ~25x slower than one thread, and
-those are the jobs the delegate's thread trials time, so it kept one thread for good.
+Linux puts a new thread on its creator's CPU, and can wake the caller onto its worker's CPU; it moves
+one of them away only 20-60 ms later (seen on this 2-vCPU VM). Until then the two shares of every
+job take turns on one CPU, ~25x slower than one thread, and those are the jobs the delegate's thread
+trials time, so it kept one thread for good.
 """
 
 from __future__ import annotations
@@ -32,14 +33,22 @@ def placement(tmp_path_factory) -> Path:
     return exe
 
 
-def _rounds(exe: Path, cpus: set[int] | None = None) -> list[list[int]]:
+def _lines(exe: Path, cpus: set[int] | None = None) -> list[list[str]]:
     def pin() -> None:
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
 
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, preexec_fn=pin)
     assert proc.returncode == 0, proc.stderr
-    return [[int(v) for v in line.split()] for line in proc.stdout.splitlines()]
+    return [line.split() for line in proc.stdout.splitlines()]
+
+
+def _rounds(exe: Path, cpus: set[int] | None = None) -> list[list[int]]:
+    return [[int(v) for v in line] for line in _lines(exe, cpus) if line[0] != "moved"]
+
+
+def _moved(exe: Path) -> list[list[int]]:
+    return [[int(v) for v in line[1:]] for line in _lines(exe) if line[0] == "moved"]
 
 
 def test_first_job_runs_its_shares_on_two_cpus_and_the_worker_keeps_every_allowed_cpu(placement):
@@ -59,3 +68,17 @@ def test_a_process_limited_to_one_cpu_still_runs_jobs(placement):
     for _, caller_cpu, worker_cpu, worker_cpus, allowed_cpus in _rounds(placement, {cpu}):
         assert caller_cpu == worker_cpu == cpu
         assert worker_cpus == allowed_cpus == 1
+
+
+def test_a_worker_found_on_the_callers_cpu_is_moved_off_it_after_one_job(placement):
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip(f"needs 2 CPUs, this process may use {len(allowed)}")
+    moved = _moved(placement)
+    assert len(moved) == 15  # 5 rounds x 3 jobs, the caller pinned onto its worker's CPU each round
+    for i in range(0, 15, 3):
+        first, second, third = moved[i:i + 3]
+        assert first[0] == 0, moved  # (in the first job caller and worker usually share a CPU)
+        for job in (second, third):
+            assert job[1] != job[2], moved  # the worker was moved off the caller's CPU
+        assert third[3] == third[4] == len(allowed), moved  # and took the whole CPU set back

@@ -37,6 +37,18 @@ struct EdgePool {
   int stop;
   EdgeTaskFn fn;
   void* arg;
+#ifdef __linux__
+  /* Linux keeps a new thread on its creator's CPU and may later wake the caller onto a worker's
+   * CPU; it moves one of them away only 20-60 ms later (measured on a 2-vCPU VM).  Meanwhile the
+   * shares of every job take turns on one CPU (~25x slower than one thread), and the delegate's
+   * thread trials time exactly such jobs.  So a worker starts on the allowed CPUs minus the
+   * caller's, and a worker seen on the caller's CPU after a job is moved off it; either way it
+   * takes the process's whole CPU set back at its next job, leaving placement to the scheduler. */
+  int placing;          /* the process may use more than one CPU */
+  cpu_set_t allowed;    /* the creating thread's CPUs */
+  int* worker_cpu;      /* CPU each worker ran its last job on (sched_getcpu) */
+  int* widen;           /* worker i was confined: restore `allowed` at its next job */
+#endif
   /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
   _Alignas(64) unsigned bar_count;
   unsigned bar_gen;
@@ -45,20 +57,22 @@ struct EdgePool {
 typedef struct {
   EdgePool* pool;
   int share;
-#ifdef __linux__
-  int restore_affinity; /* started away from the caller's CPU: give back the process's CPU set */
-  cpu_set_t affinity;
-#endif
 } WorkerArg;
+
+#ifdef __linux__
+/* `away`: the pool's allowed CPUs without `cpu`; 0 when that leaves none */
+static int cpus_except(const EdgePool* p, int cpu, cpu_set_t* away) {
+  if (!p->placing || cpu < 0 || cpu >= CPU_SETSIZE) return 0;
+  *away = p->allowed;
+  CPU_CLR(cpu, away);
+  return CPU_COUNT(away) > 0;
+}
+#endif
 
 static void* worker(void* varg) {
   WorkerArg* wa = (WorkerArg*)varg;
   EdgePool* p = wa->pool;
   const int share = wa->share;
-#ifdef __linux__
-  /* now running on another CPU than the caller: let the scheduler move it from here on */
-  if (wa->restore_affinity) pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &wa->affinity);
-#endif
   free(wa);
   unsigned seen = 0;
   for (;;) {
@@ -82,6 +96,13 @@ static void* worker(void* varg) {
     }
     if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
     seen = g;
+#ifdef __linux__
+    if (p->placing) {
+      if (__atomic_exchange_n(&p->widen[share], 0, __ATOMIC_ACQ_REL))
+        pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &p->allowed);
+      p->worker_cpu[share] = sched_getcpu(); /* published to the caller by the release on pending */
+    }
+#endif
     p->fn(p->arg, share, p->n);
     __atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL);
   }
@@ -100,26 +121,20 @@ EdgePool* edge_pool_create(int nthreads) {
     free(p);
     return NULL;
   }
-  /* Linux starts a new thread on its creator's CPU and moves it away only 20-60 ms later (measured
-   * on a 2-vCPU VM); until then every job runs its shares one after the other, ~25x slower than
-   * one thread, and those are exactly the jobs the delegate's thread trials time.  So workers start
-   * on the caller's allowed CPUs minus the one it runs on, and widen to the full set once running. */
   pthread_attr_t attr;
   pthread_attr_t* attr_p = NULL;
 #ifdef __linux__
-  cpu_set_t allowed, away;
-  int restore = 0;
-  const int here = sched_getcpu();
-  if (here >= 0 && here < CPU_SETSIZE && pthread_getaffinity_np(pthread_self(), sizeof(allowed), &allowed) == 0 &&
-      CPU_ISSET(here, &allowed) && CPU_COUNT(&allowed) > 1 && pthread_attr_init(&attr) == 0) {
-    away = allowed;
-    CPU_CLR(here, &away);
-    if (pthread_attr_setaffinity_np(&attr, sizeof(away), &away) == 0) {
+  p->worker_cpu = (int*)calloc((size_t)nthreads, sizeof(int));
+  p->widen = (int*)calloc((size_t)nthreads, sizeof(int));
+  p->placing = p->worker_cpu && p->widen &&
+               pthread_getaffinity_np(pthread_self(), sizeof(p->allowed), &p->allowed) == 0 &&
+               CPU_COUNT(&p->allowed) > 1;
+  cpu_set_t away;
+  if (cpus_except(p, sched_getcpu(), &away) && pthread_attr_init(&attr) == 0) {
+    if (pthread_attr_setaffinity_np(&attr, sizeof(away), &away) == 0)
       attr_p = &attr;
-      restore = 1;
-    } else {
+    else
       pthread_attr_destroy(&attr);
-    }
   }
 #endif
   for (int i = 1; i < nthreads; i++) {
@@ -131,8 +146,10 @@ EdgePool* edge_pool_create(int nthreads) {
     wa->pool = p;
     wa->share = i;
 #ifdef __linux__
-    wa->restore_affinity = restore;
-    if (restore) wa->affinity = allowed;
+    if (p->placing) {
+      p->widen[i] = attr_p != NULL;
+      p->worker_cpu[i] = -1;
+    }
 #endif
     if (pthread_create(&p->threads[i], attr_p, worker, wa) != 0) {
       free(wa);
@@ -165,6 +182,15 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
     cpu_relax();
     if ((i & 255) == 255) sched_yield();
   }
+#ifdef __linux__
+  cpu_set_t away;
+  const int here = p->placing ? sched_getcpu() : -1;
+  if (cpus_except(p, here, &away)) {
+    for (int i = 1; i < p->n; i++)
+      if (p->worker_cpu[i] == here && pthread_setaffinity_np(p->threads[i], sizeof(away), &away) == 0)
+        __atomic_store_n(&p->widen[i], 1, __ATOMIC_RELEASE);
+  }
+#endif
 }
 
 void edge_pool_barrier(EdgePool* p) {
@@ -194,5 +220,9 @@ void edge_pool_destroy(EdgePool* p) {
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   free(p->threads);
+#ifdef __linux__
+  free(p->worker_cpu);
+  free(p->widen);
+#endif
   free(p);
 }

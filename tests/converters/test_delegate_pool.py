@@ -77,8 +77,8 @@ def test_a_worker_found_on_the_callers_cpu_is_moved_off_it_after_one_job(placeme
     moved = _moved(placement)
     assert len(moved) == 15  # 5 rounds x 3 jobs, the caller pinned onto its worker's CPU each round
     for i in range(0, 15, 3):
-        first, second, third = moved[i:i + 3]
-        assert first[0] == 0, moved  # (in the first job caller and worker usually share a CPU)
+        # in the first job of a round caller and worker usually share a CPU
+        _, second, third = moved[i:i + 3]
         for job in (second, third):
             assert job[1] != job[2], moved  # the worker was moved off the caller's CPU
         assert third[3] == third[4] == len(allowed), moved  # and took the whole CPU set back

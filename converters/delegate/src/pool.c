@@ -37,26 +37,29 @@ struct EdgePool {
   int stop;
   EdgeTaskFn fn;
   void* arg;
+  /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
+  _Alignas(64) unsigned bar_count;
+  unsigned bar_gen;
 #ifdef __linux__
   /* Linux keeps a new thread on its creator's CPU and may later wake the caller onto a worker's
    * CPU; it moves one of them away only 20-60 ms later (measured on a 2-vCPU VM).  Meanwhile the
    * shares of every job take turns on one CPU (~25x slower than one thread), and the delegate's
    * thread trials time exactly such jobs.  So a worker starts on the allowed CPUs minus the
-   * caller's, and a worker seen on the caller's CPU after a job is moved off it; either way it
-   * takes the process's whole CPU set back at its next job, leaving placement to the scheduler. */
-  int placing;          /* the process may use more than one CPU */
-  cpu_set_t allowed;    /* the creating thread's CPUs */
-  int* worker_cpu;      /* CPU each worker ran its last job on (sched_getcpu) */
-  int* widen;           /* worker i was confined: restore `allowed` at its next job */
+   * caller's (and takes the whole set back once running), and a worker that finds itself on the
+   * caller's CPU after a job moves off it for the next one (and takes the whole set back after
+   * that).  Off the hand-off's path: the caller notes its CPU after its own share (sched_getcpu
+   * reads the rseq area, ~10 cycles; the line is written only when the CPU changes), the worker
+   * checks after its share.  These read-mostly fields keep their own cache lines. */
+  _Alignas(64) int caller_cpu; /* the CPU the caller last ran a share on (atomic) */
+  int placing;                 /* the process may use more than one CPU */
+  cpu_set_t allowed;           /* the creating thread's CPUs */
 #endif
-  /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
-  _Alignas(64) unsigned bar_count;
-  unsigned bar_gen;
 };
 
 typedef struct {
   EdgePool* pool;
   int share;
+  int confined; /* started on `allowed` minus the creator's CPU */
 } WorkerArg;
 
 #ifdef __linux__
@@ -73,7 +76,13 @@ static void* worker(void* varg) {
   WorkerArg* wa = (WorkerArg*)varg;
   EdgePool* p = wa->pool;
   const int share = wa->share;
+  const int confined = wa->confined;
   free(wa);
+#ifdef __linux__
+  /* running now, away from the creator's CPU: let the scheduler place it from here on */
+  if (confined) pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &p->allowed);
+  int widen = 0; /* confined after a job on the caller's CPU: widen again after the next one */
+#endif
   unsigned seen = 0;
   for (;;) {
     unsigned g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
@@ -96,15 +105,18 @@ static void* worker(void* varg) {
     }
     if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
     seen = g;
-#ifdef __linux__
-    if (p->placing) {
-      if (__atomic_exchange_n(&p->widen[share], 0, __ATOMIC_ACQ_REL))
-        pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &p->allowed);
-      p->worker_cpu[share] = sched_getcpu(); /* published to the caller by the release on pending */
-    }
-#endif
     p->fn(p->arg, share, p->n);
     __atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL);
+#ifdef __linux__
+    if (p->placing) {
+      if (widen) widen = pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &p->allowed) != 0;
+      cpu_set_t away;
+      const int here = sched_getcpu();
+      if (here == __atomic_load_n(&p->caller_cpu, __ATOMIC_RELAXED) && cpus_except(p, here, &away) &&
+          pthread_setaffinity_np(pthread_self(), sizeof(away), &away) == 0)
+        widen = 1;
+    }
+#endif
   }
 }
 
@@ -124,13 +136,11 @@ EdgePool* edge_pool_create(int nthreads) {
   pthread_attr_t attr;
   pthread_attr_t* attr_p = NULL;
 #ifdef __linux__
-  p->worker_cpu = (int*)calloc((size_t)nthreads, sizeof(int));
-  p->widen = (int*)calloc((size_t)nthreads, sizeof(int));
-  p->placing = p->worker_cpu && p->widen &&
-               pthread_getaffinity_np(pthread_self(), sizeof(p->allowed), &p->allowed) == 0 &&
+  p->placing = pthread_getaffinity_np(pthread_self(), sizeof(p->allowed), &p->allowed) == 0 &&
                CPU_COUNT(&p->allowed) > 1;
   cpu_set_t away;
-  if (cpus_except(p, sched_getcpu(), &away) && pthread_attr_init(&attr) == 0) {
+  p->caller_cpu = sched_getcpu();
+  if (cpus_except(p, p->caller_cpu, &away) && pthread_attr_init(&attr) == 0) {
     if (pthread_attr_setaffinity_np(&attr, sizeof(away), &away) == 0)
       attr_p = &attr;
     else
@@ -145,12 +155,7 @@ EdgePool* edge_pool_create(int nthreads) {
     }
     wa->pool = p;
     wa->share = i;
-#ifdef __linux__
-    if (p->placing) {
-      p->widen[i] = attr_p != NULL;
-      p->worker_cpu[i] = -1;
-    }
-#endif
+    wa->confined = attr_p != NULL;
     if (pthread_create(&p->threads[i], attr_p, worker, wa) != 0) {
       free(wa);
       p->n = i; /* run with the threads we got */
@@ -178,19 +183,16 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
     pthread_mutex_unlock(&p->mu);
   }
   fn(arg, 0, p->n);
+#ifdef __linux__
+  if (p->placing) {
+    const int here = sched_getcpu();
+    if (here != __atomic_load_n(&p->caller_cpu, __ATOMIC_RELAXED)) __atomic_store_n(&p->caller_cpu, here, __ATOMIC_RELAXED);
+  }
+#endif
   for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
     cpu_relax();
     if ((i & 255) == 255) sched_yield();
   }
-#ifdef __linux__
-  cpu_set_t away;
-  const int here = p->placing ? sched_getcpu() : -1;
-  if (cpus_except(p, here, &away)) {
-    for (int i = 1; i < p->n; i++)
-      if (p->worker_cpu[i] == here && pthread_setaffinity_np(p->threads[i], sizeof(away), &away) == 0)
-        __atomic_store_n(&p->widen[i], 1, __ATOMIC_RELEASE);
-  }
-#endif
 }
 
 void edge_pool_barrier(EdgePool* p) {
@@ -220,9 +222,5 @@ void edge_pool_destroy(EdgePool* p) {
   pthread_mutex_destroy(&p->mu);
   pthread_cond_destroy(&p->cv);
   free(p->threads);
-#ifdef __linux__
-  free(p->worker_cpu);
-  free(p->widen);
-#endif
   free(p);
 }

@@ -368,14 +368,15 @@ typedef struct Kernel {
  * threads of the process (XNNPACK's own pool spins between its jobs) can make the split slower
  * than one core, which no static work threshold predicts. */
 #define THREAD_TRIALS 8
-/* A few short trials can catch the pool in a good moment: a worker whose vCPU the hypervisor
- * deschedules now and then costs ~160 us per late job (docs/results/delegate_profile.md), rarely
- * enough to miss 8 trials yet often enough to make the pool slower on average.  So a choice of the
+/* A few short trials can catch the pool in a good moment: best-of-8 times hide late hand-offs (a
+ * worker whose vCPU the hypervisor deschedules) and the slowdown of two vCPUs computing at once,
+ * which in steady state can make the pool slower on average ("Pool halves in steady state" in
+ * docs/results/delegate_profile.md).  So a choice of the
  * pool is checked again after 1024, 4096, 16384, ... runs: one thread for at least CHECK_RUNS runs
  * and CHECK_US, then the pool for as many runs, each half timed from invoke to invoke (so late
  * hand-offs and whatever a spinning worker costs the caller between invokes count), and the pool
- * is dropped for good unless it still wins.  One thread is never re-tried: a pool that hands off
- * late would cost ~160 us per run of the check. */
+ * is dropped for good unless it still wins.  One thread is never re-tried: a pool whose worker
+ * is late would cost the whole wait on every run of the check. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
 #define FIRST_CHECK 1024

@@ -11,10 +11,10 @@
 /* After a job a worker first polls with the CPU's pause hint (a batch-1 invoke is a few
  * microseconds: the next job must start within ~100 ns, which a sleeping thread cannot), then
  * polls while yielding the core to other threads, then sleeps on the condvar.  A hand-off can
- * still be slow on a VM (the worker's vCPU descheduled: rows of ~160 us in
- * docs/results/delegate_profile.md), and two vCPUs computing at once can each run slower than one
- * alone; other polling policies were no better across processes, so the delegate times the pool
- * against one thread before using it. */
+ * still be slow on a VM (the worker's vCPU descheduled), and two vCPUs computing at once can each
+ * run slower than one alone ("Pool halves in steady state" in docs/results/delegate_profile.md);
+ * other polling policies were no better across processes, so the delegate times the pool against
+ * one thread before using it. */
 #define SPIN_PAUSE_ROUNDS 4000
 #define SPIN_ROUNDS 20000
 

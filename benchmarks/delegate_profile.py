@@ -240,8 +240,8 @@ def write(out: Path, r: dict) -> None:
            "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "
            f"{r['lenet_f32_ticket']}.", "",
            "Three processes per configuration. The trials come right after the pool is created; the worker",
-           "starts on another CPU than the caller (until 7c8522c Linux left it on the caller's vCPU for",
-           "20-60 ms, and those trials timed the two shares taking turns: rows of ~160 us).", "",
+           "starts on another CPU than the caller (until 7c8522c Linux could leave it on the caller's vCPU",
+           "for milliseconds, and those trials timed the two shares taking turns: rows of ~160 us).", "",
            "| ticket | batch | process | ops | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
            "|---|---|---|---|---|---|---|---|"]
     md += trial_rows(r["lenet_chain_trials"], ("ticket", "batch", "run", "ops"))

@@ -172,38 +172,92 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, c
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
 
-def test_pool_choice_is_rechecked_while_running_and_stays_exact(capfd):
-    """A chain that chose the pool is timed again after 1024 runs (one thread for at least 512 runs
-    and 5 ms, then the pool for as many, invoke to invoke) and may drop it; one that chose one
-    thread never re-tries the pool.  Outputs stay the same, bit for bit, before, during and after
-    the checks.  The model is big enough (512 -> 256 -> 64 at batch 8) that the trials usually
-    choose the pool on this 2-vCPU VM (6 of 7 processes when this was written), so the check runs."""
+def _recheck_model_and_inputs():
+    """512 -> 256 -> 64 at batch 8: big enough that the trials usually choose the pool on this
+    2-vCPU VM (6 of 7 processes when this was written), so the checks have a pool to judge. Two
+    inputs, used in turn: a share that read the other's stale outputs (a missing barrier) would
+    compute the previous input's answer."""
     model = mlp((512, 256, 64), 0.8, "16x1", "float32")
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
-    # two inputs in turn: a share that read the other's stale outputs (a missing barrier) would
-    # compute the previous input's answer
     xs = [_input(ai.Interpreter(model_content=model), 8, seed) for seed in (7, 8)]
     firsts = [_run(it, x) for x in xs]
     for x, y in zip(xs, firsts, strict=True):
         _assert_same(y, _reference(model, x))
+    return it, xs, firsts
+
+
+def _run_checked(it, xs, firsts, runs: int, seconds: float, start: int = 0) -> int:
+    """Invokes until both `runs` runs and `seconds` have passed. Now and then (densely around the
+    first check's window) the input switches to the other one and the output is compared with its
+    first, reference-checked one; in between, the same input is run again, as a benchmark does."""
     d_in, d_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    t0, runs = time.perf_counter(), 0
-    # the first window opens at run ~1040 and takes 2 x max(512 runs, 5 ms): 60 ms covers it
-    while runs < 2200 or time.perf_counter() - t0 < 0.06:
-        it.set_tensor(d_in, xs[runs % 2])
+    t0, i = time.perf_counter(), start
+    while i - start < runs or time.perf_counter() - t0 < seconds:
+        probe = i % 97 == 0 or 1030 <= i <= 1050 or 1540 <= i <= 1560 or i % 997 < 4
+        if probe:
+            it.set_tensor(d_in, xs[i % 2])
         it.invoke()
-        if runs % 97 == 0 or 1030 <= runs <= 1050 or 1540 <= runs <= 1560 or runs % 997 < 4:
-            np.testing.assert_array_equal(it.get_tensor(d_out), firsts[runs % 2])
-        runs += 1
+        if probe:
+            np.testing.assert_array_equal(it.get_tensor(d_out), firsts[i % 2])
+        i += 1
+    return i
+
+
+_CHECK = "re-checked after"
+
+
+def test_thread_choice_is_rechecked_while_running_and_stays_exact(capfd):
+    """Whichever the trials chose, the chain is timed again after 1024 runs (one thread for at least
+    512 runs and 5 ms, then the pool for as many or until it has taken 1.25 times as long, invoke to
+    invoke) and the faster stays. Outputs stay the same, bit for bit, before, during and after."""
+    it, xs, firsts = _recheck_model_and_inputs()
+    # the first window opens at run ~1040 and takes 2 x max(512 runs, 5 ms): 60 ms covers it
+    _run_checked(it, xs, firsts, 2200, 0.06)
     err = capfd.readouterr().err.splitlines()
     trial = [line for line in err if "as one job: 2 threads" in line]
-    checks = [line for line in err if "re-checked after" in line]
-    assert len(trial) == 1
-    if trial[0].endswith("-> threads"):
-        assert checks and all("(invoke to invoke, mean of" in c for c in checks)
-        assert all(c.endswith("-> threads") for c in checks[:-1]) and checks[-1].endswith(("-> threads", "-> 1 thread"))
-    else:
-        assert not checks
+    checks = [line for line in err if _CHECK in line]
+    assert len(trial) == 1 and trial[0].endswith(("-> threads", "-> 1 thread"))
+    assert checks and "re-checked after 1024 runs: 2 threads" in checks[0]
+    assert all("invoke to invoke -> " in c and c.endswith(("-> threads", "-> 1 thread")) for c in checks)
+    cut = [c for c in checks if ", cut short)" in c]
+    assert all(c.endswith("-> 1 thread") for c in cut), "a pool half cut short must lose"
+
+
+def test_a_pool_that_slows_down_is_rechecked_at_once(capfd):
+    """While the pool is in use, runs slower than one thread was at the last check (here: two busy
+    processes take both CPUs) start a check at once instead of at the next scheduled one."""
+    import re
+    import subprocess
+    import sys
+
+    it, xs, firsts = _recheck_model_and_inputs()
+    i, t0 = 0, time.perf_counter()
+    # wait for the pool to win a check after >= 65536 runs: the next scheduled one is then >= 196608
+    # runs away, far more than the monitor needs (1024 slow runs, 100 ms after the last check)
+    while True:
+        if time.perf_counter() - t0 > 8.0:
+            pytest.skip("the pool did not win the check after 65536 runs within 8 s on this machine, so there "
+                        "was no pool to watch")
+        i = _run_checked(it, xs, firsts, 2000, 0.0, i)
+        won = [int(m[1]) for m in (re.search(r"re-checked after (\d+) runs.*-> threads$", line)
+                                   for line in capfd.readouterr().err.splitlines()) if m]
+        if won and won[-1] >= 65536:
+            break
+    i = _run_checked(it, xs, firsts, 0, 0.12, i)
+    capfd.readouterr()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    checks: list[str] = []
+    try:
+        t1 = time.perf_counter()
+        while not checks and time.perf_counter() - t1 < 2.0:
+            i = _run_checked(it, xs, firsts, 500, 0.0, i)
+            checks = [line for line in capfd.readouterr().err.splitlines() if _CHECK in line]
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert checks and "(the pool ran slower than 1 thread had)" in checks[0], \
+        f"the monitor did not start a check while both CPUs were busy; checks then: {checks}"
 
 
 @pytest.mark.parametrize("batch", [1, 5])

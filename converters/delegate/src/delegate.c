@@ -309,7 +309,14 @@ typedef struct ThreadChoice {
   long long next_check; /* run count at which the next re-check window starts */
   int window;           /* runs done in the current re-check window (0: none open) */
   int half;             /* runs in each half of the window, fixed when its one-thread half ends */
+  int pool_runs;        /* runs the pool half took (fewer than `half` when it was cut short) */
+  int triggered;        /* the open window was started by the monitor, not the schedule */
+  int was_triggered;    /* ... the last one was (for the log) */
   double w_start, w_mid, span_one, span_pool;
+  double ref_one;       /* us per run on one thread, invoke to invoke, at the last re-check */
+  double check_end;     /* when the last re-check ended */
+  int mon_runs;         /* runs in the monitor's current span (pool in use) */
+  double mon_start;
 } ThreadChoice;
 
 typedef struct Op {
@@ -371,15 +378,24 @@ typedef struct Kernel {
 /* A few short trials can catch the pool in a good moment: best-of-8 times hide late hand-offs (a
  * worker whose vCPU the hypervisor deschedules) and the slowdown of two vCPUs computing at once,
  * which in steady state can make the pool slower on average ("Pool halves in steady state" in
- * docs/results/delegate_profile.md).  So a choice of the
- * pool is checked again after 1024, 4096, 16384, ... runs: one thread for at least CHECK_RUNS runs
- * and CHECK_US, then the pool for as many runs, each half timed from invoke to invoke (so late
- * hand-offs and whatever a spinning worker costs the caller between invokes count), and the pool
- * is dropped for good unless it still wins.  One thread is never re-tried: a pool whose worker
- * is late would cost the whole wait on every run of the check. */
+ * docs/results/delegate_profile.md), and another process can take the second CPU at any time.
+ * So the choice is checked again while the model runs: after 1024, 4096, 16384, ... runs (at
+ * most CHECK_MAX_GAP apart), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
+ * for as many runs, each half timed from invoke to invoke (so late hand-offs and whatever a
+ * spinning worker costs the caller between invokes count); the pool half stops early once it has
+ * taken CHECK_CUT times the one-thread half, so a pool whose worker is late costs a bounded wait.
+ * While the pool is in use, a monitor times spans of MONITOR_RUNS runs and starts a check at once
+ * when one ran slower than one thread did at the last check.  A span is several milliseconds, so a
+ * busy second CPU shows in its mean even when it takes the worker away in bursts; a check that a
+ * single descheduled moment starts costs one check, and they are at least MONITOR_GAP_US apart. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
+#define CHECK_CUT 1.25
 #define FIRST_CHECK 1024
+#define CHECK_MAX_GAP (1LL << 20)
+#define MONITOR_RUNS 1024
+#define MONITOR_SLOWER 1.1
+#define MONITOR_GAP_US (20 * CHECK_US)
 
 static double now_us(void) {
   struct timespec ts;
@@ -428,9 +444,25 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->window = 0;
     return 1;
   }
-  if (!tc->use_pool || (tc->window == 0 && ++tc->runs < tc->next_check)) {
-    run_on(tc->use_pool, pool, fn, arg);
-    return 0;
+  if (tc->window == 0 && ++tc->runs < tc->next_check) {
+    if (tc->use_pool && tc->ref_one > 0) { /* the monitor */
+      if (tc->mon_runs == 0) {
+        tc->mon_start = now_us();
+      } else if (tc->mon_runs == MONITOR_RUNS) {
+        const double t = now_us();
+        if ((t - tc->mon_start) / MONITOR_RUNS > MONITOR_SLOWER * tc->ref_one && t - tc->check_end >= MONITOR_GAP_US) {
+          tc->next_check = tc->runs;
+          tc->triggered = 1;
+        }
+        tc->mon_start = t;
+        tc->mon_runs = 0;
+      }
+      tc->mon_runs++;
+    }
+    if (!tc->triggered) {
+      run_on(tc->use_pool, pool, fn, arg);
+      return 0;
+    }
   }
   /* a re-check window; each half spans from the start of its first run to the start of the run
    * after its last */
@@ -441,12 +473,19 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   } else if (!tc->half && tc->window >= CHECK_RUNS && t - tc->w_start >= CHECK_US) {
     tc->half = tc->window;
     tc->w_mid = t;
-  } else if (tc->half && tc->window == 2 * tc->half) {
+  } else if (tc->half && (tc->window == 2 * tc->half || t - tc->w_mid > CHECK_CUT * (tc->w_mid - tc->w_start))) {
     tc->span_one = tc->w_mid - tc->w_start;
     tc->span_pool = t - tc->w_mid;
-    tc->use_pool = tc->span_pool < tc->span_one; /* adopting it took a 10 % win; keeping it, any */
-    tc->next_check = 4 * tc->runs;
+    tc->pool_runs = tc->window - tc->half;
+    /* adopting the pool took a 10 % win; keeping it, any */
+    tc->use_pool = tc->pool_runs == tc->half && tc->span_pool < tc->span_one;
+    tc->ref_one = tc->span_one / tc->half;
+    tc->next_check = tc->runs + (tc->runs < CHECK_MAX_GAP / 3 ? 3 * tc->runs : CHECK_MAX_GAP);
     tc->window = 0;
+    tc->was_triggered = tc->triggered;
+    tc->triggered = 0;
+    tc->check_end = t;
+    tc->mon_runs = 0;
     run_on(tc->use_pool, pool, fn, arg);
     return 2;
   }
@@ -980,8 +1019,10 @@ static void log_choice(const Kernel* k, const char* what, const ThreadChoice* tc
     vlog(k->dd, "%s: %d threads %.2fus, 1 thread %.2fus (best of %d) -> %s", what, k->nthreads, tc->t_pool,
          tc->t_one, THREAD_TRIALS, kept);
   else if (rc == 2)
-    vlog(k->dd, "%s: re-checked after %lld runs: %d threads %.2fus, 1 thread %.2fus (invoke to invoke, mean of %d runs "
-         "each) -> %s", what, tc->runs, k->nthreads, tc->span_pool / tc->half, tc->span_one / tc->half, tc->half, kept);
+    vlog(k->dd, "%s: re-checked after %lld runs%s: %d threads %.2fus (mean of %d runs%s), 1 thread %.2fus (mean of %d "
+         "runs), invoke to invoke -> %s", what, tc->runs, tc->was_triggered ? " (the pool ran slower than 1 thread had)" : "",
+         k->nthreads, tc->span_pool / tc->pool_runs, tc->pool_runs, tc->pool_runs < tc->half ? ", cut short" : "",
+         tc->span_one / tc->half, tc->half, kept);
 }
 
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {

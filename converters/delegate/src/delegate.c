@@ -313,7 +313,8 @@ typedef struct ThreadChoice {
   int triggered;        /* the open window was started by the monitor, not the schedule */
   int was_triggered;    /* ... the last one was (for the log) */
   double w_start, w_mid, span_one, span_pool;
-  double ref_one;       /* us per run on one thread, invoke to invoke, at the last re-check */
+  double ref_one;       /* the monitor's reference: us per run on one thread (see run_measured) */
+  double prev_one;      /* us per run on one thread, invoke to invoke, at the last re-check */
   double check_end;     /* when the last re-check ended */
   int mon_runs;         /* runs in the monitor's current span (pool in use) */
   double mon_start;
@@ -477,9 +478,13 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->span_one = tc->w_mid - tc->w_start;
     tc->span_pool = t - tc->w_mid;
     tc->pool_runs = tc->window - tc->half;
-    /* adopting the pool took a 10 % win; keeping it, any */
-    tc->use_pool = tc->pool_runs == tc->half && tc->span_pool < tc->span_one;
-    tc->ref_one = tc->span_one / tc->half;
+    /* adopting the pool takes a 10 % win (as after the trials); keeping it, any */
+    tc->use_pool = tc->pool_runs == tc->half && tc->span_pool < (tc->use_pool ? 1.0 : 0.9) * tc->span_one;
+    /* the monitor's reference: the faster of the last two one-thread halves, so that one half
+     * timed in a slow moment does not hide a pool that is slower than one thread */
+    const double one = tc->span_one / tc->half;
+    tc->ref_one = tc->prev_one > 0 && tc->prev_one < one ? tc->prev_one : one;
+    tc->prev_one = one;
     tc->next_check = tc->runs + (tc->runs < CHECK_MAX_GAP / 3 ? 3 * tc->runs : CHECK_MAX_GAP);
     tc->window = 0;
     tc->was_triggered = tc->triggered;

@@ -380,20 +380,22 @@ typedef struct Kernel {
  * worker whose vCPU the hypervisor deschedules) and the slowdown of two vCPUs computing at once,
  * which in steady state can make the pool slower on average ("Pool halves in steady state" in
  * docs/results/delegate_profile.md), and another process can take the second CPU at any time.
- * So the choice is checked again while the model runs: after 1024, 4096, 16384, ... runs (at
- * most CHECK_MAX_GAP apart), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
+ * So the choice is checked again while the model runs: after 1024, 4096, 16384, ... runs (and
+ * at least once per CHECK_MAX_GAP_US, so that one check that caught a slow moment does not decide
+ * for long), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
  * for as many runs, each half timed from invoke to invoke (so late hand-offs and whatever a
  * spinning worker costs the caller between invokes count); the pool half stops early once it has
  * taken CHECK_CUT times the one-thread half, so a pool whose worker is late costs a bounded wait.
- * While the pool is in use, a monitor times spans of MONITOR_RUNS runs and starts a check at once
- * when one ran slower than one thread did at the last check.  A span is several milliseconds, so a
+ * A monitor times spans of MONITOR_RUNS runs (for CHECK_MAX_GAP_US too), and while the pool is in
+ * use it starts a check at once when one ran slower than one thread did at the last two checks
+ * (the faster of the two; see ref_one).  A span is several milliseconds, so a
  * busy second CPU shows in its mean even when it takes the worker away in bursts; a check that a
  * single descheduled moment starts costs one check, and they are at least MONITOR_GAP_US apart. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
 #define CHECK_CUT 1.25
 #define FIRST_CHECK 1024
-#define CHECK_MAX_GAP (1LL << 20)
+#define CHECK_MAX_GAP_US 1e6
 #define MONITOR_RUNS 1024
 #define MONITOR_SLOWER 1.1
 #define MONITOR_GAP_US (20 * CHECK_US)
@@ -446,21 +448,23 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     return 1;
   }
   if (tc->window == 0 && ++tc->runs < tc->next_check) {
-    if (tc->use_pool && tc->ref_one > 0) { /* the monitor */
+    if (tc->ref_one > 0) { /* the monitor, once a check has timed one thread */
       if (tc->mon_runs == 0) {
         tc->mon_start = now_us();
       } else if (tc->mon_runs == MONITOR_RUNS) {
         const double t = now_us();
-        if ((t - tc->mon_start) / MONITOR_RUNS > MONITOR_SLOWER * tc->ref_one && t - tc->check_end >= MONITOR_GAP_US) {
+        const int slower = tc->use_pool && (t - tc->mon_start) / MONITOR_RUNS > MONITOR_SLOWER * tc->ref_one &&
+                           t - tc->check_end >= MONITOR_GAP_US;
+        if (slower || t - tc->check_end >= CHECK_MAX_GAP_US) {
           tc->next_check = tc->runs;
-          tc->triggered = 1;
+          tc->triggered = slower;
         }
         tc->mon_start = t;
         tc->mon_runs = 0;
       }
       tc->mon_runs++;
     }
-    if (!tc->triggered) {
+    if (tc->runs < tc->next_check) {
       run_on(tc->use_pool, pool, fn, arg);
       return 0;
     }
@@ -485,7 +489,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     const double one = tc->span_one / tc->half;
     tc->ref_one = tc->prev_one > 0 && tc->prev_one < one ? tc->prev_one : one;
     tc->prev_one = one;
-    tc->next_check = tc->runs + (tc->runs < CHECK_MAX_GAP / 3 ? 3 * tc->runs : CHECK_MAX_GAP);
+    tc->next_check = 4 * tc->runs;
     tc->window = 0;
     tc->was_triggered = tc->triggered;
     tc->triggered = 0;

@@ -224,8 +224,9 @@ def test_thread_choice_is_rechecked_while_running_and_stays_exact(capfd):
 
 
 def test_a_pool_that_slows_down_is_rechecked_at_once(capfd):
-    """While the pool is in use, runs slower than one thread was at the last check (here: two busy
-    processes take both CPUs) start a check at once instead of at the next scheduled one."""
+    """While the pool is in use, runs slower than one thread was at the last two checks (the faster
+    of them; here two busy processes take both CPUs) start a check at once instead of at the next
+    scheduled one."""
     import re
     import subprocess
     import sys

@@ -1,9 +1,9 @@
 """The delegate's thread pool keeps its worker off the caller's CPU.
 
 Linux puts a new thread on its creator's CPU, and can wake the caller onto its worker's CPU; it moves
-one of them away only 20-60 ms later (seen on this 2-vCPU VM). Until then the two shares of every
-job take turns on one CPU, ~25x slower than one thread, and those are the jobs the delegate's thread
-trials time, so it kept one thread for good.
+one of them away only milliseconds later. Until then the two shares of every job take turns on one
+CPU, many times slower than one thread, and those are the jobs the delegate's thread trials time,
+so it kept one thread for good.
 """
 
 from __future__ import annotations

@@ -42,9 +42,9 @@ struct EdgePool {
   unsigned bar_gen;
 #ifdef __linux__
   /* Linux keeps a new thread on its creator's CPU and may later wake the caller onto a worker's
-   * CPU; it moves one of them away only 20-60 ms later (measured on a 2-vCPU VM).  Meanwhile the
-   * shares of every job take turns on one CPU (~25x slower than one thread), and the delegate's
-   * thread trials time exactly such jobs.  So a worker starts on the allowed CPUs minus the
+   * CPU; it moves one of them away only milliseconds later.  Meanwhile the shares of every job
+   * take turns on one CPU (many times slower than one thread), and the delegate's thread trials
+   * time exactly such jobs.  So a worker starts on the allowed CPUs minus the
    * caller's (and takes the whole set back once running), and a worker that finds itself on the
    * caller's CPU after a job moves off it for the next one (and takes the whole set back after
    * that).  Off the hand-off's path: the caller notes its CPU after its own share (sched_getcpu

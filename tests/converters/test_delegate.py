@@ -305,6 +305,45 @@ def test_dense_enough_weights_are_declined_and_left_to_xnnpack(capfd):
     _assert_same(got, _reference(model, x))
 
 
+def _delegated(it) -> list[str]:
+    return [op["op_name"] for op in it._get_ops_details()]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pattern", "dense_layers", "limit", "claimed_at_limit"),
+    [
+        # limits in MACs at batch 1 (the graph is prepared again at batch 3, with 3x the MACs)
+        ("int8", "16x4", (3,), 24 * 10 - 1, 3),
+        ("float32", "16x1", (0, 3), 48 * 40 - 1, 3),
+        # a chain: layer 3 joins only through layer 2, so a limit that stops 2 stops 3 too
+        ("int8", "16x4", (2, 3), 32 * 24 - 1, 2),
+    ],
+)
+def test_small_dense_layers_next_to_claimed_ones_join_the_partition(dtype, pattern, dense_layers, limit,
+                                                                    claimed_at_limit, capfd):
+    """The search keeps the 10-way output layer dense: by default it runs in the delegate's partition
+    (one DELEGATE node), not in a second partition of XNNPACK's."""
+    model = mlp((48, 40, 32, 24, 10), 0.8, pattern, dtype, dense_layers=dense_layers)
+    x = _input(ai.Interpreter(model_content=model), 3, 7)
+    ref = _reference(model, x)
+    it = cd.interpreter(model, options={"verbose": True})
+    got = _run(it, x)
+    err = capfd.readouterr().err
+    assert "claimed 4 FULLY_CONNECTED" in err
+    prepares = err.count(" FULLY_CONNECTED and ")  # resizing to batch 3 prepares the graph again
+    assert prepares >= 1 and err.count("next to a claimed node") == len(dense_layers) * prepares
+    assert _delegated(it).count("DELEGATE") == 1
+    _assert_same(got, ref)
+    # off, or just below a dense layer's MACs: what is not claimed runs in partitions of XNNPACK's
+    for max_macs, claimed in ((0, 4 - len(dense_layers)), (limit, claimed_at_limit)):
+        it = cd.interpreter(model, options={"verbose": True, "dense_neighbour_max_macs": max_macs})
+        got = _run(it, x)
+        err = capfd.readouterr().err
+        assert f"claimed {claimed} FULLY_CONNECTED" in err
+        assert _delegated(it).count("DELEGATE") >= 2
+        _assert_same(got, ref)
+
+
 def test_abi_mismatch_is_refused_by_the_library_and_by_the_helper(monkeypatch):
     with pytest.raises(ValueError, match="built for ABI"):
         ai.load_delegate(str(cd.library_path()), {"abi_version": "litert-9.9.9/1"})
@@ -320,6 +359,7 @@ def test_abi_mismatch_is_refused_by_the_library_and_by_the_helper(monkeypatch):
         ({"bogus": 1}, "sparse delegate option"),
         ({"layouts": "2x2"}, "sparse delegate layout"),
         ({"min_sparsity": "lots"}, "min_sparsity must be a number"),
+        ({"dense_neighbour_max_macs": -1}, "dense_neighbour_max_macs must be an integer"),
         ({"num_threads": -3}, "num_threads must be an integer"),
         ({"isa": "sse9"}, "isa must be"),
         ({"rounding": "banker"}, "rounding must be builtin or reference"),

@@ -76,8 +76,10 @@ def mlp(
     per_tensor: bool = False,
     image: tuple[int, ...] | None = None,
     seed: int = 0,
+    dense_layers: tuple[int, ...] = (),
 ) -> bytes:
-    """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``.
+    """An MLP sizes[0] -> ... -> sizes[-1]; every Dense kernel pruned to ``pattern`` at ``sparsity``
+    except the Dense layers numbered in ``dense_layers`` (0 = first), which stay dense.
 
     With ``image`` the input has that shape and is flattened first (a RESHAPE in the TFLite model).
     """
@@ -94,13 +96,13 @@ def mlp(
         act = activation if i < len(sizes) - 2 else None
         x = keras.layers.Dense(n, activation=act, use_bias=use_bias)(x)
     model = keras.Model(inp, x)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            ws = layer.get_weights()
+    for i, layer in enumerate(ly for ly in model.layers if isinstance(ly, keras.layers.Dense)):
+        ws = layer.get_weights()
+        if i not in dense_layers:
             ws[0] = prune(ws[0].T, sparsity, pattern, rng).T
-            if use_bias:
-                ws[1] = rng.normal(0, 0.1, ws[1].shape).astype(np.float32)
-            layer.set_weights(ws)
+        if use_bias:
+            ws[1] = rng.normal(0, 0.1, ws[1].shape).astype(np.float32)
+        layer.set_weights(ws)
     return _convert(model, dtype, rep_range, sparse_format, image or (sizes[0],), seed, per_tensor)
 
 

@@ -32,6 +32,7 @@ static const char* const kLayoutNames[EDGE_LAYOUT_COUNT] = {"dense", "csr", "1x1
 
 typedef struct Options {
   float min_sparsity;
+  int dense_neighbour_max_macs; /* a node too dense to claim is claimed next to a claimed one up to this */
   unsigned layouts; /* bit mask of allowed layouts */
   int num_threads;  /* 0: the interpreter's recommended_num_threads */
   int verbose;
@@ -1090,6 +1091,22 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
 
 static int cmp_int(const void* a, const void* b) { return *(const int*)a - *(const int*)b; }
 
+/* Adds s's node (and the DENSIFY in front of it) to the claim list; -1 if it cannot be claimed. */
+static int claim_node(const DelegateData* dd, EdgeIntArray* claim, const OpSpec* s, const int* uses,
+                      const char* note) {
+  if (s->densify_node >= 0) {
+    if (uses[s->w_shape_t] != 1) {
+      vlog(dd, "node %d: declined: DENSIFY output has other consumers", s->node);
+      return -1;
+    }
+    claim->data[claim->size++] = s->densify_node;
+  }
+  claim->data[claim->size++] = s->node;
+  vlog(dd, "node %d: %s claimed (sparsity %.3f%s%s)", s->node, s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D",
+       s->sparsity, s->sparse_input ? ", sparse-encoded weights" : "", note);
+  return 0;
+}
+
 static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   DelegateData* dd = (DelegateData*)d;
   EdgeIntArray* plan = NULL;
@@ -1098,12 +1115,17 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   int* nodes = (int*)malloc(((size_t)nplan + 1) * sizeof(int));
   int* densify_of = (int*)malloc((ctx->tensors_size + 1) * sizeof(int));
   int* uses = (int*)calloc(ctx->tensors_size + 1, sizeof(int));
-  if (!nodes || !densify_of || !uses) {
+  int* scratch = (int*)malloc(((size_t)nplan + 1) * 3 * sizeof(int));
+  if (!nodes || !densify_of || !uses || !scratch) {
     free(nodes);
     free(densify_of);
     free(uses);
+    free(scratch);
     return eStatusError;
   }
+  /* per plan entry: declined only for low sparsity (and small); in/out tensors of claimed nodes */
+  int *low = scratch, *link_in = scratch + nplan + 1, *link_out = scratch + 2 * ((size_t)nplan + 1);
+  int nlinks = 0;
   memcpy(nodes, plan->data, (size_t)nplan * sizeof(int)); /* copy: the plan may change under us */
   for (size_t i = 0; i < ctx->tensors_size; i++) densify_of[i] = -1;
   for (int i = 0; i < nplan; i++) {
@@ -1122,13 +1144,15 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     free(nodes);
     free(densify_of);
     free(uses);
+    free(scratch);
     return eStatusError;
   }
   claim->size = 0;
-  int nfc = 0, nconv = 0;
+  int nfc = 0, nconv = 0, nlow = 0;
   for (int i = 0; i < nplan; i++) {
     EdgeNode* node;
     EdgeRegistration* reg;
+    low[i] = 0;
     if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk) continue;
     if (reg->builtin_code != eOpFullyConnected && reg->builtin_code != eOpConv2D) continue;
     OpSpec s;
@@ -1136,22 +1160,43 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     if (analyze(ctx, dd, nodes[i], densify_of, &s, 1, why, sizeof(why)) != 0) {
       vlog(dd, "node %d: %s declined: %s", nodes[i], reg->builtin_code == eOpConv2D ? "CONV_2D" : "FULLY_CONNECTED",
            why);
+      /* only too dense: a candidate for the neighbour pass below */
+      low[i] = analyze(ctx, dd, nodes[i], densify_of, &s, 0, why, sizeof(why)) == 0 &&
+               (int64_t)s.M * s.N * s.K <= dd->opt.dense_neighbour_max_macs;
+      nlow += low[i];
       continue;
     }
-    if (s.densify_node >= 0) {
-      if (uses[s.w_shape_t] != 1) {
-        vlog(dd, "node %d: declined: DENSIFY output has other consumers", nodes[i]);
-        continue;
-      }
-      claim->data[claim->size++] = s.densify_node;
+    if (claim_node(dd, claim, &s, uses, "") == 0) {
+      link_in[nlinks] = s.in_t;
+      link_out[nlinks++] = s.out_t;
+      *(s.kind == KIND_FC ? &nfc : &nconv) += 1;
     }
-    claim->data[claim->size++] = nodes[i];
-    if (s.kind == KIND_FC)
-      nfc++;
-    else
-      nconv++;
-    vlog(dd, "node %d: %s claimed (sparsity %.3f%s)", nodes[i], s.kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D",
-         s.sparsity, s.sparse_input ? ", sparse-encoded weights" : "");
+  }
+  /* A small layer declined only for being dense, whose input comes from a claimed node or whose
+   * output feeds one (Keras' 10-way output layer after a pruned MLP), is claimed too: handing it to
+   * the next delegate costs a partition switch and an invoke of its own, which a few thousand
+   * multiply-adds here do not.  Small means few MACs per invoke (M x N x K), so a dense convolution
+   * over a large feature map stays with XNNPACK.  Repeated so a chain of such layers joins one by one. */
+  for (int changed = nlinks > 0 && nlow > 0; changed;) {
+    changed = 0;
+    for (int i = 0; i < nplan; i++) {
+      if (!low[i]) continue;
+      OpSpec s;
+      char why[200];
+      if (analyze(ctx, dd, nodes[i], densify_of, &s, 0, why, sizeof(why)) != 0) continue;
+      int next_to_claimed = 0;
+      for (int c = 0; c < nlinks && !next_to_claimed; c++) next_to_claimed = link_out[c] == s.in_t || link_in[c] == s.out_t;
+      if (!next_to_claimed) continue;
+      low[i] = 0;
+      char note[120];
+      snprintf(note, sizeof(note), ", %lld MACs <= dense_neighbour_max_macs %d, next to a claimed node",
+               (long long)s.M * s.N * s.K, dd->opt.dense_neighbour_max_macs);
+      if (claim_node(dd, claim, &s, uses, note) != 0) continue;
+      link_in[nlinks] = s.in_t;
+      link_out[nlinks++] = s.out_t;
+      *(s.kind == KIND_FC ? &nfc : &nconv) += 1;
+      changed = 1;
+    }
   }
   /* A RESHAPE (Keras Flatten) whose only consumer is a claimed FULLY_CONNECTED is claimed too and
    * becomes an alias: it saves a separate partition (and its invoke) for the next delegate. */
@@ -1204,6 +1249,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   free(nodes);
   free(densify_of);
   free(uses);
+  free(scratch);
   return rc;
 }
 
@@ -1288,6 +1334,7 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
   Options opt;
   memset(&opt, 0, sizeof(opt));
   opt.min_sparsity = 0.5f;
+  opt.dense_neighbour_max_macs = 16384;
   opt.layouts = (1u << EDGE_LAYOUT_COUNT) - 1u;
   snprintf(opt.isa, sizeof(opt.isa), "auto");
   char msg[320];
@@ -1309,6 +1356,14 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
         snprintf(msg, sizeof(msg), "edge_sparse_delegate: min_sparsity must be a number in [0, 1], got '%s'", v);
         goto fail;
       }
+    } else if (strcmp(k, "dense_neighbour_max_macs") == 0) {
+      const long n = strtol(v, &end, 10);
+      if (!end || *end || !*v || n < 0 || n > 1L << 30) {
+        snprintf(msg, sizeof(msg),
+                 "edge_sparse_delegate: dense_neighbour_max_macs must be an integer in 0..2^30, got '%s'", v);
+        goto fail;
+      }
+      opt.dense_neighbour_max_macs = (int)n;
     } else if (strcmp(k, "layouts") == 0) {
       if (parse_layouts(v, &opt.layouts) != 0) {
         snprintf(msg, sizeof(msg),
@@ -1341,8 +1396,8 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
       snprintf(opt.isa, sizeof(opt.isa), "%s", v);
     } else {
       snprintf(msg, sizeof(msg),
-               "edge_sparse_delegate: unknown option '%s' (accepted: abi_version, min_sparsity, layouts, "
-               "num_threads, verbose, isa, rounding)",
+               "edge_sparse_delegate: unknown option '%s' (accepted: abi_version, min_sparsity, "
+               "dense_neighbour_max_macs, layouts, num_threads, verbose, isa, rounding)",
                k);
       goto fail;
     }
@@ -1357,7 +1412,8 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
   dd->base.data_ = dd;
   dd->base.Prepare = delegate_prepare;
   dd->base.flags = 0;
-  vlog(dd, "created (abi %s, kernels %s, min_sparsity %.2f)", EDGE_ABI_TAG, dd->kt.isa, opt.min_sparsity);
+  vlog(dd, "created (abi %s, kernels %s, min_sparsity %.2f, dense_neighbour_max_macs %d)", EDGE_ABI_TAG, dd->kt.isa,
+       opt.min_sparsity, opt.dense_neighbour_max_macs);
   return &dd->base;
 fail:
   if (report_error) report_error(msg);

@@ -261,6 +261,41 @@ def test_a_pool_that_slows_down_is_rechecked_at_once(capfd):
         f"the monitor did not start a check while both CPUs were busy; checks then: {checks}"
 
 
+def test_pauses_between_bursts_of_invokes_are_not_running_time(capfd):
+    """A caller that invokes in bursts with pauses between them (an app, a benchmark): the pauses are
+    left out of a check's halves, and they neither start checks (as time since the last check or as
+    a slow pool) nor count towards the check after each second of running."""
+    import re
+
+    it, xs, firsts = _recheck_model_and_inputs()
+    i = _run_checked(it, xs, firsts, 200, 0.0)
+    t0 = time.perf_counter()
+    i = _run_checked(it, xs, firsts, 600, 0.0, i)
+    steady = (time.perf_counter() - t0) / 600 * 1e6  # us per run without pauses (before any check)
+    capfd.readouterr()
+    checks: list[str] = []
+    t0 = time.perf_counter()
+    while len(checks) < 2:  # the checks after 1024 and 4096 runs, with a 20 ms pause every 500 runs
+        assert time.perf_counter() - t0 < 30, f"no second check within 30 s; checks: {checks}"
+        i = _run_checked(it, xs, firsts, 500, 0.0, i)
+        time.sleep(0.02)
+        checks += [line for line in capfd.readouterr().err.splitlines() if _CHECK in line]
+    for line in checks[:2]:
+        one = float(re.search(r"1 thread ([0-9.]+)us \(mean", line)[1])
+        pool = float(re.search(r"threads ([0-9.]+)us \(mean", line)[1])
+        # a 20 ms pause in a half of >= 5 ms would add > 20 us to its mean run; a run is a few us
+        assert one < 3 * steady + 5 and pool < 3 * steady + 5, f"a pause was counted: {line} (steady {steady:.2f} us)"
+    # bursts of 500 runs, 150 ms apart, for 1.5 s: about 20 ms of running, short of the next
+    # scheduled check (16384 runs)
+    capfd.readouterr()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 1.5:
+        i = _run_checked(it, xs, firsts, 500, 0.0, i)
+        time.sleep(0.15)
+    later = [line for line in capfd.readouterr().err.splitlines() if _CHECK in line]
+    assert not later, f"pauses between bursts started checks: {later}"
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_wide_int8_input_both_vnni_paths(batch):
     """Inputs up to 16 KiB are converted to unsigned once; larger ones on the fly (batch 5 x 4200)."""

@@ -314,11 +314,18 @@ typedef struct ThreadChoice {
   int triggered;        /* the open window was started by the monitor, not the schedule */
   int was_triggered;    /* ... the last one was (for the log) */
   double w_start, w_mid, span_one, span_pool;
+  double w_last_end;    /* when the window's last run returned */
+  double w_pause, w_pause_one; /* the caller's pauses in the current half, in the one-thread half */
   double ref_one;       /* the monitor's reference: us per run on one thread (see run_measured) */
   double prev_one;      /* us per run on one thread, invoke to invoke, at the last re-check */
   double check_end;     /* when the last re-check ended */
-  int mon_runs;         /* runs in the monitor's current span (pool in use) */
-  double mon_start;
+  double run_us;        /* us per run of the choice the last re-check made (the monitor's idle test) */
+  int mon_step;         /* runs since the monitor last read the clock */
+  int mon_long;         /* the last step took MONITOR_IDLE times its expected time */
+  int mon_runs;         /* runs in the monitor's current span */
+  double mon_last;      /* when it last read the clock */
+  double mon_time;      /* running time in the current span */
+  double busy;          /* running time since the last re-check */
 } ThreadChoice;
 
 typedef struct Op {
@@ -382,23 +389,34 @@ typedef struct Kernel {
  * which in steady state can make the pool slower on average ("Pool halves in steady state" in
  * docs/results/delegate_profile.md), and another process can take the second CPU at any time.
  * So the choice is checked again while the model runs: after 1024, 4096, 16384, ... runs (and
- * at least once per CHECK_MAX_GAP_US, so that one check that caught a slow moment does not decide
- * for long), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
+ * after every CHECK_MAX_GAP_US of running, so that one check that caught a slow moment does not
+ * decide for long), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
  * for as many runs, each half timed from invoke to invoke (so late hand-offs and whatever a
  * spinning worker costs the caller between invokes count); the pool half stops early once it has
  * taken CHECK_CUT times the one-thread half, so a pool whose worker is late costs a bounded wait.
- * A monitor times spans of MONITOR_RUNS runs (for CHECK_MAX_GAP_US too), and while the pool is in
- * use it starts a check at once when one ran slower than one thread did at the last two checks
- * (the faster of the two; see ref_one).  A span is several milliseconds, so a
- * busy second CPU shows in its mean even when it takes the worker away in bursts; a check that a
- * single descheduled moment starts costs one check, and they are at least MONITOR_GAP_US apart. */
+ * A monitor reads the clock every MONITOR_STEP runs and adds up spans of MONITOR_RUNS runs; while
+ * the pool is in use it starts a check at once when one ran slower than one thread did at the last
+ * two checks (the faster of the two; see ref_one).  A span is several milliseconds, so a busy
+ * second CPU shows in its mean even when it takes the worker away in bursts; a check that a single
+ * descheduled moment starts costs one check, and they are at least MONITOR_GAP_US apart.
+ * Running time excludes idle time: a step that took MONITOR_IDLE times what its runs should have,
+ * after one that did not (the caller paused between bursts of invokes, as apps and benchmarks do),
+ * is left out of the spans and of the CHECK_MAX_GAP_US count.  Counting wall time instead started
+ * a check in every burst that began a second after the last check, and a check window that
+ * spanned a pause took the pause for the cost of one side. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
 #define CHECK_CUT 1.25
+/* Time between invokes longer than this inside a check window is the caller pausing (between
+ * bursts), not a cost of either choice: it is left out of the half it fell in.  A late pool worker
+ * shows inside an invoke, which this does not touch. */
+#define CHECK_PAUSE_US 2000.0
 #define FIRST_CHECK 1024
 #define CHECK_MAX_GAP_US 1e6
+#define MONITOR_STEP 64
 #define MONITOR_RUNS 1024
 #define MONITOR_SLOWER 1.1
+#define MONITOR_IDLE 16.0
 #define MONITOR_GAP_US (20 * CHECK_US)
 
 static double now_us(void) {
@@ -449,21 +467,32 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     return 1;
   }
   if (tc->window == 0 && ++tc->runs < tc->next_check) {
-    if (tc->ref_one > 0) { /* the monitor, once a check has timed one thread */
-      if (tc->mon_runs == 0) {
-        tc->mon_start = now_us();
-      } else if (tc->mon_runs == MONITOR_RUNS) {
-        const double t = now_us();
-        const int slower = tc->use_pool && (t - tc->mon_start) / MONITOR_RUNS > MONITOR_SLOWER * tc->ref_one &&
-                           t - tc->check_end >= MONITOR_GAP_US;
-        if (slower || t - tc->check_end >= CHECK_MAX_GAP_US) {
-          tc->next_check = tc->runs;
-          tc->triggered = slower;
-        }
-        tc->mon_start = t;
+    if (tc->ref_one > 0 && ++tc->mon_step == MONITOR_STEP) { /* the monitor, once a check has timed one thread */
+      const double t = now_us(), dt = t - tc->mon_last;
+      tc->mon_step = 0;
+      tc->mon_last = t;
+      /* a long step after a normal one is a pause between bursts of invokes; long steps in a row are
+       * the runs themselves being slow (or a caller that paces every invoke), which counts */
+      const int is_long = dt > MONITOR_IDLE * MONITOR_STEP * tc->run_us, idle = is_long && !tc->mon_long;
+      tc->mon_long = is_long;
+      if (idle) {
         tc->mon_runs = 0;
+        tc->mon_time = 0;
+      } else {
+        tc->mon_runs += MONITOR_STEP;
+        tc->mon_time += dt;
+        tc->busy += dt;
+        if (tc->mon_runs >= MONITOR_RUNS) {
+          const int slower = tc->use_pool && tc->mon_time / tc->mon_runs > MONITOR_SLOWER * tc->ref_one &&
+                             t - tc->check_end >= MONITOR_GAP_US;
+          if (slower || tc->busy >= CHECK_MAX_GAP_US) {
+            tc->next_check = tc->runs;
+            tc->triggered = slower;
+          }
+          tc->mon_runs = 0;
+          tc->mon_time = 0;
+        }
       }
-      tc->mon_runs++;
     }
     if (tc->runs < tc->next_check) {
       run_on(tc->use_pool, pool, fn, arg);
@@ -471,17 +500,24 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     }
   }
   /* a re-check window; each half spans from the start of its first run to the start of the run
-   * after its last */
+   * after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
   const double t = now_us();
   if (tc->window == 0) {
     tc->w_start = t;
     tc->half = 0;
-  } else if (!tc->half && tc->window >= CHECK_RUNS && t - tc->w_start >= CHECK_US) {
+    tc->w_pause = 0;
+  } else if (t - tc->w_last_end > CHECK_PAUSE_US) {
+    tc->w_pause += t - tc->w_last_end;
+  }
+  if (!tc->half && tc->window >= CHECK_RUNS && t - tc->w_start - tc->w_pause >= CHECK_US) {
     tc->half = tc->window;
     tc->w_mid = t;
-  } else if (tc->half && (tc->window == 2 * tc->half || t - tc->w_mid > CHECK_CUT * (tc->w_mid - tc->w_start))) {
-    tc->span_one = tc->w_mid - tc->w_start;
-    tc->span_pool = t - tc->w_mid;
+    tc->w_pause_one = tc->w_pause;
+    tc->w_pause = 0;
+  } else if (tc->half && (tc->window == 2 * tc->half ||
+                          t - tc->w_mid - tc->w_pause > CHECK_CUT * (tc->w_mid - tc->w_start - tc->w_pause_one))) {
+    tc->span_one = tc->w_mid - tc->w_start - tc->w_pause_one;
+    tc->span_pool = t - tc->w_mid - tc->w_pause;
     tc->pool_runs = tc->window - tc->half;
     /* adopting the pool takes a 10 % win (as after the trials); keeping it, any */
     tc->use_pool = tc->pool_runs == tc->half && tc->span_pool < (tc->use_pool ? 1.0 : 0.9) * tc->span_one;
@@ -495,12 +531,19 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->was_triggered = tc->triggered;
     tc->triggered = 0;
     tc->check_end = t;
+    tc->run_us = tc->use_pool ? tc->span_pool / tc->pool_runs : one;
+    tc->mon_step = 0;
+    tc->mon_long = 0;
     tc->mon_runs = 0;
+    tc->mon_time = 0;
+    tc->mon_last = t;
+    tc->busy = 0;
     run_on(tc->use_pool, pool, fn, arg);
     return 2;
   }
   tc->window++;
   run_on(tc->half != 0, pool, fn, arg);
+  tc->w_last_end = now_us();
   return 0;
 }
 

@@ -364,7 +364,7 @@ def test_small_dense_layers_next_to_claimed_ones_join_the_partition(dtype, patte
     it = cd.interpreter(model, options={"verbose": True})
     got = _run(it, x)
     err = capfd.readouterr().err
-    assert "claimed 4 FULLY_CONNECTED" in err
+    assert "claimed 4 FULLY_CONNECTED" in err and "declined" not in err
     prepares = err.count(" FULLY_CONNECTED and ")  # resizing to batch 3 prepares the graph again
     assert prepares >= 1 and err.count("next to a claimed node") == len(dense_layers) * prepares
     assert _delegated(it).count("DELEGATE") == 1
@@ -374,7 +374,7 @@ def test_small_dense_layers_next_to_claimed_ones_join_the_partition(dtype, patte
         it = cd.interpreter(model, options={"verbose": True, "dense_neighbour_max_macs": max_macs})
         got = _run(it, x)
         err = capfd.readouterr().err
-        assert f"claimed {claimed} FULLY_CONNECTED" in err
+        assert f"claimed {claimed} FULLY_CONNECTED" in err and "declined: sparsity 0.000 < min_sparsity 0.500" in err
         assert _delegated(it).count("DELEGATE") >= 2
         _assert_same(got, ref)
 

@@ -186,8 +186,8 @@ static int weight_source(EdgeContext* ctx, OpSpec* s, int w_t, const int* densif
   return 0;
 }
 
-static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, const int* densify_of, OpSpec* s,
-                   int apply_min_sparsity, char* why, size_t whylen) {
+/* Whether node_index can run here (min_sparsity aside: the caller decides on s->sparsity). */
+static int analyze(EdgeContext* ctx, int node_index, const int* densify_of, OpSpec* s, char* why, size_t whylen) {
   EdgeNode* node;
   EdgeRegistration* reg;
   memset(s, 0, sizeof(*s));
@@ -294,8 +294,6 @@ static int analyze(EdgeContext* ctx, const DelegateData* dd, int node_index, con
     zeros += s->dtype == EDGE_F32 ? ((const float*)w)[i] == 0.f : ((const int8_t*)w)[i] == 0;
   free(w);
   s->sparsity = total ? (float)zeros / (float)total : 0.f;
-  if (apply_min_sparsity && !s->sparse_input && s->sparsity < dd->opt.min_sparsity)
-    DECLINE("sparsity %.3f < min_sparsity %.3f", s->sparsity, dd->opt.min_sparsity);
   return 0;
 }
 
@@ -815,8 +813,7 @@ static void* kernel_init(EdgeContext* ctx, const char* buffer, size_t length) {
     }
     Op* op = &k->ops[k->nops];
     char why[200];
-    /* min_sparsity was applied when claiming; do not re-apply it here */
-    const int rc = analyze(ctx, dd, nodes->data[i], densify_of, &op->s, 0, why, sizeof(why));
+    const int rc = analyze(ctx, nodes->data[i], densify_of, &op->s, why, sizeof(why));
     if (rc != 0) {
       snprintf(k->error, sizeof(k->error), "node %d: %s", nodes->data[i], why);
       break;
@@ -1134,6 +1131,17 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
 
 static int cmp_int(const void* a, const void* b) { return *(const int*)a - *(const int*)b; }
 
+/* Below min_sparsity (weights that arrive sparse-encoded are always taken: the alternative is the
+ * builtin sparse path or a failure under XNNPACK). */
+static int too_dense(const DelegateData* dd, const OpSpec* s) {
+  return !s->sparse_input && s->sparsity < dd->opt.min_sparsity;
+}
+
+static void log_too_dense(const DelegateData* dd, const OpSpec* s) {
+  vlog(dd, "node %d: %s declined: sparsity %.3f < min_sparsity %.3f", s->node,
+       s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D", s->sparsity, dd->opt.min_sparsity);
+}
+
 /* Adds s's node (and the DENSIFY in front of it) to the claim list; -1 if it cannot be claimed. */
 static int claim_node(const DelegateData* dd, EdgeIntArray* claim, const OpSpec* s, const int* uses,
                       const char* note) {
@@ -1159,14 +1167,16 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   int* densify_of = (int*)malloc((ctx->tensors_size + 1) * sizeof(int));
   int* uses = (int*)calloc(ctx->tensors_size + 1, sizeof(int));
   int* scratch = (int*)malloc(((size_t)nplan + 1) * 3 * sizeof(int));
-  if (!nodes || !densify_of || !uses || !scratch) {
+  OpSpec* low_spec = (OpSpec*)malloc(((size_t)nplan + 1) * sizeof(OpSpec));
+  if (!nodes || !densify_of || !uses || !scratch || !low_spec) {
     free(nodes);
     free(densify_of);
     free(uses);
     free(scratch);
+    free(low_spec);
     return eStatusError;
   }
-  /* per plan entry: declined only for low sparsity (and small); in/out tensors of claimed nodes */
+  /* per plan entry: too dense but small (low_spec[i] holds its analysis); in/out tensors of claimed nodes */
   int *low = scratch, *link_in = scratch + nplan + 1, *link_out = scratch + 2 * ((size_t)nplan + 1);
   int nlinks = 0;
   memcpy(nodes, plan->data, (size_t)nplan * sizeof(int)); /* copy: the plan may change under us */
@@ -1188,6 +1198,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     free(densify_of);
     free(uses);
     free(scratch);
+    free(low_spec);
     return eStatusError;
   }
   claim->size = 0;
@@ -1200,13 +1211,19 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     if (reg->builtin_code != eOpFullyConnected && reg->builtin_code != eOpConv2D) continue;
     OpSpec s;
     char why[200];
-    if (analyze(ctx, dd, nodes[i], densify_of, &s, 1, why, sizeof(why)) != 0) {
+    if (analyze(ctx, nodes[i], densify_of, &s, why, sizeof(why)) != 0) {
       vlog(dd, "node %d: %s declined: %s", nodes[i], reg->builtin_code == eOpConv2D ? "CONV_2D" : "FULLY_CONNECTED",
            why);
-      /* only too dense: a candidate for the neighbour pass below */
-      low[i] = analyze(ctx, dd, nodes[i], densify_of, &s, 0, why, sizeof(why)) == 0 &&
-               (int64_t)s.M * s.N * s.K <= dd->opt.dense_neighbour_max_macs;
-      nlow += low[i];
+      continue;
+    }
+    if (too_dense(dd, &s)) {
+      if ((int64_t)s.M * s.N * s.K <= dd->opt.dense_neighbour_max_macs) { /* for the neighbour pass below */
+        low[i] = 1;
+        low_spec[i] = s;
+        nlow++;
+      } else {
+        log_too_dense(dd, &s);
+      }
       continue;
     }
     if (claim_node(dd, claim, &s, uses, "") == 0) {
@@ -1224,9 +1241,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     changed = 0;
     for (int i = 0; i < nplan; i++) {
       if (!low[i]) continue;
-      OpSpec s;
-      char why[200];
-      if (analyze(ctx, dd, nodes[i], densify_of, &s, 0, why, sizeof(why)) != 0) continue;
+      const OpSpec s = low_spec[i];
       int next_to_claimed = 0;
       for (int c = 0; c < nlinks && !next_to_claimed; c++) next_to_claimed = link_out[c] == s.in_t || link_in[c] == s.out_t;
       if (!next_to_claimed) continue;
@@ -1241,6 +1256,8 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
       changed = 1;
     }
   }
+  for (int i = 0; i < nplan; i++)
+    if (low[i]) log_too_dense(dd, &low_spec[i]);
   /* A RESHAPE (Keras Flatten) whose only consumer is a claimed FULLY_CONNECTED is claimed too and
    * becomes an alias: it saves a separate partition (and its invoke) for the next delegate. */
   const int nclaimed = claim->size;
@@ -1293,6 +1310,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   free(densify_of);
   free(uses);
   free(scratch);
+  free(low_spec);
   return rc;
 }
 

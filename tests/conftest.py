@@ -30,3 +30,22 @@ def shared_data_dir() -> Path:
 def _seed_everything() -> None:
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def oversized_weight_shape():
+    """f(model_bytes) -> the model with one 2-D weight tensor's shape far larger than its buffer
+    (one corrupted field): TFLite-Micro trusts the shape, reads past the data and crashes."""
+
+    def corrupt(model_bytes: bytes) -> bytes:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+
+        m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+        weights = next(t for t in m.subgraphs[0].tensors if t.buffer and len(t.shape) == 2 and t.shape[0] > 1)
+        weights.shape[1] = 14_155_808
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    return corrupt

@@ -97,20 +97,12 @@ def test_truncated_model_is_one_line_on_every_target(tmp_path, target):
     assert len(lines) == 1 and lines[0].startswith("Error:") and "cannot parse" in lines[0], result.output
 
 
-def test_model_that_crashes_tflite_micro_is_one_line(tmp_path):
-    """A weight shape far larger than its data (one corrupted byte of a real model) makes the stock
+def test_model_that_crashes_tflite_micro_is_one_line(tmp_path, oversized_weight_shape):
+    """A weight shape far larger than its data (one corrupted field of a real model) makes the stock
     TFLite-Micro interpreter read past the buffer and crash; the tflm target runs models in its own
     process, so it checks each one in a child process first."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromPackedBuf(bytearray(tiny_model("dense", int8=True).read_bytes()), 0)
-    weights = next(t for t in m.subgraphs[0].tensors if t.buffer and len(t.shape) == 2 and t.shape[0] > 1)
-    weights.shape[1] = 14_155_808
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
     bad = tmp_path / "crash.tflite"
-    bad.write_bytes(bytes(b.Output()))
+    bad.write_bytes(oversized_weight_shape(tiny_model("dense", int8=True).read_bytes()))
     result = _bench(str(bad), "-t", "tflm", "--runs", "2")
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 1 and len(lines) == 1 and "TFLite-Micro crashed (signal" in lines[0], result.output
@@ -154,8 +146,6 @@ def test_help_and_list_profiles():
 
 
 def _children(pid: int) -> list[int]:
-    from pathlib import Path
-
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

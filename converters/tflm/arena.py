@@ -271,6 +271,8 @@ def arena_info(model_bytes: bytes, alt_decompression_memory_size: int = 0) -> Ar
 
 
 _CRASH_CHECKED: set[bytes] = set()
+#: Seconds check_no_crash gives its child process for one allocation and one invoke.
+CRASH_CHECK_TIMEOUT_S = 600.0
 
 
 def check_no_crash(model_bytes: bytes, arena_size: int | None = None) -> None:
@@ -291,8 +293,13 @@ def check_no_crash(model_bytes: bytes, arena_size: int | None = None) -> None:
     size = int(arena_size) if arena_size else max(16 << 20, 10 * len(model_bytes))
     code = "import sys; from converters.tflm.arena import _crash_worker; _crash_worker(int(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_package_root(), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", code, str(size)], input=model_bytes, capture_output=True,
-                          env=env, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(size)], input=model_bytes, capture_output=True,
+                              env=env, timeout=CRASH_CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConverterError(f"TFLite-Micro did not finish allocating and running the model once within "
+                             f"{CRASH_CHECK_TIMEOUT_S:g} s (a {size}-byte arena): the .tflite is corrupted, or it "
+                             "hits a TFLite-Micro bug") from None
     if proc.returncode < 0:
         raise ConverterError(f"TFLite-Micro crashed (signal {-proc.returncode}) allocating and running the model "
                              f"with a {size}-byte arena: the .tflite is corrupted (for example a weight shape "

@@ -112,6 +112,17 @@ def test_model_that_crashes_tflite_micro_is_a_one_line_error(oversized_weight_sh
         pack(oversized_weight_shape(digits_tflite("int8")), "huffman", measure_arena=False)
 
 
+def test_crash_check_that_does_not_finish_is_a_one_line_error(monkeypatch):
+    """The child process that runs the model once is given a time limit; past it, one line (the
+    limit is cut here so that a healthy model's start-up alone exceeds it)."""
+    model = digits_tflite("float32")
+    monkeypatch.setattr(arena, "CRASH_CHECK_TIMEOUT_S", 0.001)
+    monkeypatch.setattr(arena, "_CRASH_CHECKED", set())
+    with pytest.raises(ConverterError, match=r"did not finish .* within 0\.001 s") as exc:
+        arena.check_no_crash(model)
+    assert "\n" not in str(exc.value)
+
+
 def test_bad_method():
     with pytest.raises(ConverterError, match="pack method: expected one of auto"):
         pack(digits_tflite("int8"), "zip")

@@ -7,6 +7,7 @@ cached (test_delegate_models); hypothesis varies layouts, kernel ISA, threads, b
 from __future__ import annotations
 
 import ctypes
+import re
 import time
 
 import numpy as np
@@ -206,28 +207,55 @@ def _run_checked(it, xs, firsts, runs: int, seconds: float, start: int = 0) -> i
 _CHECK = "re-checked after"
 
 
+_CHECK_LINE = re.compile(r"re-checked after (\d+) runs.*: 2 threads ([0-9.]+)us \(mean of (\d+) runs(, cut short)?\), "
+                         r"1 thread ([0-9.]+)us \(mean of (\d+) runs\), in turns of (\d+) runs, invoke to invoke "
+                         r"-> (threads|1 thread)$")
+
+
 def test_thread_choice_is_rechecked_while_running_and_stays_exact(capfd):
-    """Whichever the trials chose, the chain is timed again after 1024 runs (one thread for at least
-    512 runs and 5 ms, then the pool for as many or until it has taken 1.25 times as long, invoke to
-    invoke) and the faster stays. Outputs stay the same, bit for bit, before, during and after."""
+    """Whichever the trials chose, the chain is timed again after 1024 runs, one thread and the pool
+    taking turns (invoke to invoke) until one thread has had 512 runs and 5 ms and the pool as many,
+    or the pool has taken 1.25 times as long, and the faster stays. Outputs stay the same, bit for
+    bit, before, during and after."""
     it, xs, firsts = _recheck_model_and_inputs()
-    # the first window opens at run ~1040 and takes 2 x max(512 runs, 5 ms): 60 ms covers it
+    # the first window opens at run ~1040 and takes about 2 x max(512 runs, 5 ms): 60 ms covers it
     _run_checked(it, xs, firsts, 2200, 0.06)
     err = capfd.readouterr().err.splitlines()
     trial = [line for line in err if "as one job: 2 threads" in line]
     checks = [line for line in err if _CHECK in line]
     assert len(trial) == 1 and trial[0].endswith(("-> threads", "-> 1 thread"))
     assert checks and "re-checked after 1024 runs: 2 threads" in checks[0]
-    assert all("invoke to invoke -> " in c and c.endswith(("-> threads", "-> 1 thread")) for c in checks)
+    assert all(_CHECK_LINE.search(c) for c in checks), checks
     cut = [c for c in checks if ", cut short)" in c]
-    assert all(c.endswith("-> 1 thread") for c in cut), "a pool half cut short must lose"
+    assert all(c.endswith("-> 1 thread") for c in cut), "a pool side cut short must lose"
+
+
+def test_rechecks_alternate_turns_of_equal_runs(capfd):
+    """A check interleaves one thread and the pool in turns of equal runs (so a drift in the
+    machine's speed during the check falls on both sides): a check that ran to its end gave both
+    sides the same whole number of turns, the one-thread side at least 512 runs and 5 ms; one cut
+    short stopped in a pool turn, the one-thread side a whole number of turns and at most one ahead."""
+    it, xs, firsts = _recheck_model_and_inputs()
+    checks: list[re.Match] = []
+    t0 = time.perf_counter()
+    i = 0
+    while len(checks) < 3:  # the checks after 1024, 4096 and 16384 runs
+        assert time.perf_counter() - t0 < 30, f"fewer than 3 checks within 30 s: {checks}"
+        i = _run_checked(it, xs, firsts, 1000, 0.0, i)
+        checks += [m for m in map(_CHECK_LINE.search, capfd.readouterr().err.splitlines()) if m]
+    for m in checks:
+        pool_runs, one_runs, turn = int(m[3]), int(m[6]), int(m[7])
+        assert turn >= 16 and one_runs % turn == 0, m[0]
+        if m[4]:  # cut short
+            assert 0 <= one_runs - pool_runs <= turn and m[8] == "1 thread", m[0]
+        else:
+            assert pool_runs == one_runs and one_runs >= 512 and one_runs * float(m[5]) > 4990, m[0]  # 5 ms, less the log's rounding
 
 
 def test_a_pool_that_slows_down_is_rechecked_at_once(capfd):
     """While the pool is in use, runs slower than one thread was at the last two checks (the faster
     of them; here two busy processes take both CPUs) start a check at once instead of at the next
     scheduled one."""
-    import re
     import subprocess
     import sys
 
@@ -265,8 +293,6 @@ def test_pauses_between_bursts_of_invokes_are_not_running_time(capfd):
     """A caller that invokes in bursts with pauses between them (an app, a benchmark): the pauses are
     left out of a check's halves, and they neither start checks (as time since the last check or as
     a slow pool) nor count towards the check after each second of running."""
-    import re
-
     it, xs, firsts = _recheck_model_and_inputs()
     i = _run_checked(it, xs, firsts, 200, 0.0)
     t0 = time.perf_counter()
@@ -283,7 +309,7 @@ def test_pauses_between_bursts_of_invokes_are_not_running_time(capfd):
     for line in checks[:2]:
         one = float(re.search(r"1 thread ([0-9.]+)us \(mean", line)[1])
         pool = float(re.search(r"threads ([0-9.]+)us \(mean", line)[1])
-        # a 20 ms pause in a half of >= 5 ms would add > 20 us to its mean run; a run is a few us
+        # a 20 ms pause in a side of >= 5 ms would add > 20 us to its mean run; a run is a few us
         assert one < 3 * steady + 5 and pool < 3 * steady + 5, f"a pause was counted: {line} (steady {steady:.2f} us)"
     # bursts of 500 runs, 150 ms apart, for 1.5 s: about 20 ms of running, short of the next
     # scheduled check (16384 runs)

@@ -307,13 +307,17 @@ typedef struct ThreadChoice {
   long long runs;       /* runs since the trials, outside re-check windows */
   long long next_check; /* run count at which the next re-check window starts */
   int window;           /* runs done in the current re-check window (0: none open) */
-  int half;             /* runs in each half of the window, fixed when its one-thread half ends */
-  int pool_runs;        /* runs the pool half took (fewer than `half` when it was cut short) */
+  int w_side;           /* the current turn of the window: 0 one thread, 1 the pool */
+  int w_turn_runs;      /* runs in a turn, fixed by the window's first (one-thread) turn */
+  int w_in_turn;        /* runs done in the current turn */
+  int one_runs, pool_runs; /* runs in the window's finished turns on each side (the last check's, for the log) */
+  int cut;              /* the last check's pool side was cut short */
   int triggered;        /* the open window was started by the monitor, not the schedule */
   int was_triggered;    /* ... the last one was (for the log) */
-  double w_start, w_mid, span_one, span_pool;
+  double span_one, span_pool; /* running time of each side's finished turns */
+  double w_turn_start;  /* when the current turn started */
   double w_last_end;    /* when the window's last run returned */
-  double w_pause, w_pause_one; /* the caller's pauses in the current half, in the one-thread half */
+  double w_pause;       /* the caller's pauses in the current turn */
   double ref_one;       /* the monitor's reference: us per run on one thread (see run_measured) */
   double prev_one;      /* us per run on one thread, invoke to invoke, at the last re-check */
   double check_end;     /* when the last re-check ended */
@@ -388,10 +392,15 @@ typedef struct Kernel {
  * docs/results/delegate_profile.md), and another process can take the second CPU at any time.
  * So the choice is checked again while the model runs: after 1024, 4096, 16384, ... runs (and
  * after every CHECK_MAX_GAP_US of running, so that one check that caught a slow moment does not
- * decide for long), one thread for at least CHECK_RUNS runs and CHECK_US, then the pool
- * for as many runs, each half timed from invoke to invoke (so late hand-offs and whatever a
- * spinning worker costs the caller between invokes count); the pool half stops early once it has
- * taken CHECK_CUT times the one-thread half, so a pool whose worker is late costs a bounded wait.
+ * decide for long), in turns of one thread and the pool, until one thread has had at least
+ * CHECK_RUNS runs and CHECK_US, and the pool as many runs.  A turn is as many runs as the first
+ * one-thread turn took to last CHECK_TURN_US; each is timed from invoke to invoke (so late
+ * hand-offs and whatever a spinning worker costs the caller between invokes count).  Turns, not
+ * two halves: this VM's speed drifts over tens of milliseconds (a one-thread half timed in a slow
+ * stretch once made a slower pool win), and a turn is long enough that moving the weights between
+ * the cores' caches at its start costs little.  The pool side stops early once it has taken
+ * CHECK_CUT times the one-thread side, so a pool whose worker is late, or that simply loses by far
+ * (the usual case at batch 1), costs about one turn of each.
  * A monitor reads the clock every MONITOR_STEP runs and adds up spans of MONITOR_RUNS runs; while
  * the pool is in use it starts a check at once when one ran slower than one thread did at the last
  * two checks (the faster of the two; see ref_one).  A span is several milliseconds, so a busy
@@ -404,9 +413,11 @@ typedef struct Kernel {
  * spanned a pause took the pause for the cost of one side. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
+#define CHECK_TURN_US 1000.0
+#define CHECK_TURN_RUNS 16
 #define CHECK_CUT 1.25
 /* Time between invokes longer than this inside a check window is the caller pausing (between
- * bursts), not a cost of either choice: it is left out of the half it fell in.  A late pool worker
+ * bursts), not a cost of either choice: it is left out of the turn it fell in.  A late pool worker
  * shows inside an invoke, which this does not touch. */
 #define CHECK_PAUSE_US 2000.0
 #define FIRST_CHECK 1024
@@ -428,6 +439,12 @@ static void run_on(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
     edge_pool_run(pool, fn, arg);
   else
     fn(arg, 0, 1);
+}
+
+static void no_task(void* arg, int share, int nshares) {
+  (void)arg;
+  (void)share;
+  (void)nshares;
 }
 
 static double run_timed(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
@@ -497,31 +514,56 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
       return 0;
     }
   }
-  /* a re-check window; each half spans from the start of its first run to the start of the run
-   * after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
+  /* a re-check window in turns; each turn spans from the start of its first run to the start of
+   * the run after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
   const double t = now_us();
+  int done = 0;
   if (tc->window == 0) {
-    tc->w_start = t;
-    tc->half = 0;
+    tc->w_side = 0;
+    tc->w_turn_runs = 0;
+    tc->w_in_turn = 0;
+    tc->one_runs = tc->pool_runs = 0;
+    tc->span_one = tc->span_pool = 0;
+    tc->cut = 0;
+    tc->w_turn_start = t;
     tc->w_pause = 0;
-  } else if (t - tc->w_last_end > CHECK_PAUSE_US) {
-    tc->w_pause += t - tc->w_last_end;
+  } else {
+    if (t - tc->w_last_end > CHECK_PAUSE_US) tc->w_pause += t - tc->w_last_end;
+    const double spent = t - tc->w_turn_start - tc->w_pause;
+    if (tc->w_side && tc->span_pool + spent > CHECK_CUT * tc->span_one) { /* the pool loses by far */
+      tc->span_pool += spent;
+      tc->pool_runs += tc->w_in_turn;
+      tc->cut = done = 1;
+    } else if (tc->w_turn_runs ? tc->w_in_turn >= tc->w_turn_runs
+                               : tc->w_in_turn >= CHECK_TURN_RUNS && spent >= CHECK_TURN_US) {
+      if (tc->w_side) {
+        tc->span_pool += spent;
+        tc->pool_runs += tc->w_in_turn;
+      } else {
+        tc->span_one += spent;
+        tc->one_runs += tc->w_in_turn;
+        if (!tc->w_turn_runs) tc->w_turn_runs = tc->w_in_turn;
+      }
+      tc->w_side ^= 1;
+      tc->w_in_turn = 0;
+      tc->w_pause = 0;
+      done = !tc->w_side && tc->one_runs >= CHECK_RUNS && tc->span_one >= CHECK_US;
+      if (tc->w_side) {
+        /* the worker may have gone to sleep during the one-thread turn; waking it can take
+         * milliseconds here, which a pool in use (jobs back to back) does not pay: wake it first */
+        edge_pool_run(pool, no_task, NULL);
+        tc->w_turn_start = now_us();
+      } else {
+        tc->w_turn_start = t;
+      }
+    }
   }
-  if (!tc->half && tc->window >= CHECK_RUNS && t - tc->w_start - tc->w_pause >= CHECK_US) {
-    tc->half = tc->window;
-    tc->w_mid = t;
-    tc->w_pause_one = tc->w_pause;
-    tc->w_pause = 0;
-  } else if (tc->half && (tc->window == 2 * tc->half ||
-                          t - tc->w_mid - tc->w_pause > CHECK_CUT * (tc->w_mid - tc->w_start - tc->w_pause_one))) {
-    tc->span_one = tc->w_mid - tc->w_start - tc->w_pause_one;
-    tc->span_pool = t - tc->w_mid - tc->w_pause;
-    tc->pool_runs = tc->window - tc->half;
+  if (done) {
     /* adopting the pool takes a 10 % win (as after the trials); keeping it, any */
-    tc->use_pool = tc->pool_runs == tc->half && tc->span_pool < (tc->use_pool ? 1.0 : 0.9) * tc->span_one;
-    /* the monitor's reference: the faster of the last two one-thread halves, so that one half
+    tc->use_pool = !tc->cut && tc->span_pool < (tc->use_pool ? 1.0 : 0.9) * tc->span_one;
+    /* the monitor's reference: the faster of the last two one-thread sides, so that one side
      * timed in a slow moment does not hide a pool that is slower than one thread */
-    const double one = tc->span_one / tc->half;
+    const double one = tc->span_one / tc->one_runs;
     tc->ref_one = tc->prev_one > 0 && tc->prev_one < one ? tc->prev_one : one;
     tc->prev_one = one;
     tc->next_check = 4 * tc->runs;
@@ -540,7 +582,8 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     return 2;
   }
   tc->window++;
-  run_on(tc->half != 0, pool, fn, arg);
+  tc->w_in_turn++;
+  run_on(tc->w_side, pool, fn, arg);
   tc->w_last_end = now_us();
   return 0;
 }
@@ -1070,9 +1113,10 @@ static void log_choice(const Kernel* k, const char* what, const ThreadChoice* tc
          tc->t_one, THREAD_TRIALS, kept);
   else if (rc == 2)
     vlog(k->dd, "%s: re-checked after %lld runs%s: %d threads %.2fus (mean of %d runs%s), 1 thread %.2fus (mean of %d "
-         "runs), invoke to invoke -> %s", what, tc->runs, tc->was_triggered ? " (the pool ran slower than 1 thread had)" : "",
-         k->nthreads, tc->span_pool / tc->pool_runs, tc->pool_runs, tc->pool_runs < tc->half ? ", cut short" : "",
-         tc->span_one / tc->half, tc->half, kept);
+         "runs), in turns of %d runs, invoke to invoke -> %s", what, tc->runs,
+         tc->was_triggered ? " (the pool ran slower than 1 thread had)" : "", k->nthreads,
+         tc->pool_runs ? tc->span_pool / tc->pool_runs : 0.0, tc->pool_runs, tc->cut ? ", cut short" : "",
+         tc->span_one / tc->one_runs, tc->one_runs, tc->w_turn_runs, kept);
 }
 
 static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -132,6 +132,42 @@ class ModelInfo:
         return d
 
 
+def fb_text(value: Any) -> str:
+    """A flatbuffer string field as text: bytes decoded as UTF-8 (corrupt bytes replaced), None as ''."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if value is not None else ""
+
+
+class OperatorCode(NamedTuple):
+    name: str     # the builtin's name, or a custom op's own code (TFLM_DECODE ...); unknown builtins OP_<n>
+    version: int
+    custom: bool  # a CUSTOM operator
+
+
+def operator_codes(model: Any) -> list[OperatorCode]:
+    """The operator codes of a schema ``ModelT``, in order (operators refer to them by index)."""
+    s = _schema()
+    op_names = _enum_names(s.BuiltinOperator)
+    codes = []
+    for oc in model.operatorCodes or []:
+        code = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
+        custom = code == s.BuiltinOperator.CUSTOM
+        text = fb_text(oc.customCode)
+        codes.append(OperatorCode(text if custom and text else op_names.get(code, f"OP_{code}"),
+                                  int(oc.version or 1), custom))
+    return codes
+
+
+def operator_tensors(op: Any, ntensors: int) -> tuple[tuple[int, ...], tuple[int, ...], int | None]:
+    """An operator's input and output tensor indices, and the first of them outside its subgraph's
+    ``ntensors`` tensors (None when all are inside; -1 is an omitted optional input)."""
+    ins = tuple(int(i) for i in (op.inputs if op.inputs is not None else []))
+    outs = tuple(int(i) for i in (op.outputs if op.outputs is not None else []))
+    bad = next((i for i in ins + outs if not -1 <= i < ntensors), None)
+    return ins, outs, bad
+
+
 def _fail(why: str) -> ConverterError:
     return ConverterError(f"not a TFLite flatbuffer: {why}")
 
@@ -232,16 +268,9 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
     """Describe a TFLite flatbuffer without running it."""
     data = bytes(model_bytes)
     model = read_flatbuffer(data)
-    s = _schema()
-    op_names = _enum_names(s.BuiltinOperator)
-    type_names = _enum_names(s.TensorType)
+    type_names = _enum_names(_schema().TensorType)
     dim_names = {0: "DENSE", 1: "SPARSE_CSR"}
-    codes = []
-    for oc in model.operatorCodes or []:
-        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-        custom = oc.customCode.decode("utf-8", "replace") if isinstance(oc.customCode, bytes) else oc.customCode
-        codes.append((custom if code == s.BuiltinOperator.CUSTOM and custom else op_names.get(code, f"OP_{code}"),
-                      int(oc.version or 1)))
+    codes = operator_codes(model)
     buffers = model.buffers or []
     tensors: list[TensorInfo] = []
     ops: list[OpInfo] = []
@@ -260,16 +289,14 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
                 dense = int(np.prod(shape)) if shape else 1
                 # a sparse-format tensor stores only some values; zeros are measured against the dense shape
                 zero = 1.0 - float(np.count_nonzero(values)) / dense if dense else 0.0
-            name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else (t.name or "")
+            name = fb_text(t.name)
             tensors.append(TensorInfo(g, i, name, shape, dtype, len(content), bool(content), _quant(t.quantization),
                                       zero, _sparsity(t.sparsity, dim_names)))
         for k, op in enumerate(sg.operators or []):
-            name, version = codes[op.opcodeIndex] if op.opcodeIndex < len(codes) else (f"OPCODE_{op.opcodeIndex}", 1)
-            ins = tuple(int(i) for i in (op.inputs if op.inputs is not None else []))
-            outs = tuple(int(i) for i in (op.outputs if op.outputs is not None else []))
-            bad = [i for i in ins + outs if not -1 <= i < len(shapes)]  # -1: an omitted optional input
-            if bad:
-                raise _fail(f"operator {k} of subgraph {g} refers to tensor {bad[0]}, but the subgraph has "
+            name, version = codes[op.opcodeIndex][:2] if op.opcodeIndex < len(codes) else (f"OPCODE_{op.opcodeIndex}", 1)
+            ins, outs, bad = operator_tensors(op, len(shapes))
+            if bad is not None:
+                raise _fail(f"operator {k} of subgraph {g} refers to tensor {bad}, but the subgraph has "
                             f"{len(shapes)} tensors")
             decode: list[DecodeInfo] = []
             if name == DECODE_CUSTOM_CODE:
@@ -293,8 +320,7 @@ def inspect_model(model_bytes: bytes) -> ModelInfo:
                     if 0 <= t_i < len(sg.tensors):
                         tensors[pos] = replace(tensors[pos], zero_fraction=None, encoding=f"{d.type_name} {role}")
     first = model.subgraphs[0]
-    desc = model.description.decode("utf-8", "replace") if isinstance(model.description, bytes) else (
-        model.description or "")
+    desc = fb_text(model.description)
     return ModelInfo(len(data), int(model.version or 0), desc, len(model.subgraphs),
                      tuple(int(i) for i in (first.inputs if first.inputs is not None else [])),
                      tuple(int(i) for i in (first.outputs if first.outputs is not None else [])), ops, tensors)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converters.inspect import fb_text, operator_codes, operator_tensors
 from devices import DeviceError
 from devices.environment import host_environment
 from devices.profiles import DeviceProfile, list_profiles, load_profile
@@ -85,12 +86,6 @@ class OpCount:
     details: dict = field(default_factory=dict)
 
 
-def _builtin_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def read_model(model: bytes) -> Graph:
     """Subgraph 0 of a .tflite flatbuffer: tensors, operators (with options), inputs, outputs."""
     from ai_edge_litert import schema_py_generated as schema
@@ -101,17 +96,9 @@ def read_model(model: bytes) -> Graph:
         m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     except Exception as exc:  # flatbuffers raises assorted errors on corrupt input
         raise DeviceError(f"model: cannot parse the .tflite flatbuffer ({type(exc).__name__}: {exc})") from None
-    names = _builtin_names()
-    codes = []
-    custom_codes = []
-    for code in m.operatorCodes or []:
-        builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode.decode("utf-8", "replace") if isinstance(code.customCode, bytes) else str(code.customCode)
-            codes.append(custom)
-            custom_codes.append(custom)
-        else:
-            codes.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    op_codes = operator_codes(m)
+    codes = [c.name for c in op_codes]
+    custom_codes = [c.name for c in op_codes if c.custom]
     sub = m.subgraphs[0]
     tensors = []
     for i, t in enumerate(sub.tensors or []):
@@ -123,17 +110,15 @@ def read_model(model: bytes) -> Graph:
                 nbytes = len(buf.data)
             elif getattr(buf, "size", 0):
                 nbytes = int(buf.size)
-        name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or "")
+        name = fb_text(t.name)
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
         tensors.append(TensorInfo(i, name, shape, dtype, itemsize, nbytes))
     ops = []
     for k, op in enumerate(sub.operators or []):
-        ins = tuple(int(x) for x in (op.inputs if op.inputs is not None else []))
-        outs = tuple(int(x) for x in (op.outputs if op.outputs is not None else []))
-        bad = [x for x in ins + outs if not -1 <= x < len(tensors)]  # -1: an omitted optional input
-        if not 0 <= op.opcodeIndex < len(codes) or bad:
+        ins, outs, bad = operator_tensors(op, len(tensors))
+        if not 0 <= op.opcodeIndex < len(codes) or bad is not None:
             raise DeviceError(f"model: operator {k} refers to "
-                              + (f"tensor {bad[0]} of {len(tensors)}" if bad else
+                              + (f"tensor {bad} of {len(tensors)}" if bad is not None else
                                  f"operator code {op.opcodeIndex} of {len(codes)}") + " (corrupted .tflite?)")
         ops.append((codes[op.opcodeIndex], ins, outs, op.builtinOptions))
     graph_ins = tuple(int(x) for x in (sub.inputs if sub.inputs is not None else []))

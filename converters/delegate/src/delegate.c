@@ -516,8 +516,14 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   }
   /* a re-check window in turns; each turn spans from the start of its first run to the start of
    * the run after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
-  const double t = now_us();
+  double t = now_us();
   int done = 0;
+  if (tc->window && tc->w_side && t - tc->w_last_end > CHECK_PAUSE_US) {
+    /* the caller paused in a pool turn: its worker may be asleep, and waking it is part of the
+     * pause, not of the pool's running time */
+    edge_pool_run(pool, no_task, NULL);
+    t = now_us();
+  }
   if (tc->window == 0) {
     tc->w_side = 0;
     tc->w_turn_runs = 0;
@@ -549,8 +555,9 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
       tc->w_pause = 0;
       done = !tc->w_side && tc->one_runs >= CHECK_RUNS && tc->span_one >= CHECK_US;
       if (tc->w_side) {
-        /* the worker may have gone to sleep during the one-thread turn; waking it can take
-         * milliseconds here, which a pool in use (jobs back to back) does not pay: wake it first */
+        /* the worker may have gone to sleep during the one-thread turn; waking a sleeping thread
+         * costs far more than a hand-off to a polling one, which a pool in use (jobs back to back)
+         * does not pay: wake it first */
         edge_pool_run(pool, no_task, NULL);
         tc->w_turn_start = now_us();
       } else {

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converters.inspect import fb_text, operator_codes, operator_tensors
+from converters import ConverterError
+from converters.inspect import fb_text, inspect_model, operator_codes, operator_tensors, read_flatbuffer
 from devices import DeviceError
 from devices.environment import host_environment
 from devices.profiles import DeviceProfile, list_profiles, load_profile
@@ -88,14 +89,10 @@ class OpCount:
 
 def read_model(model: bytes) -> Graph:
     """Subgraph 0 of a .tflite flatbuffer: tensors, operators (with options), inputs, outputs."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    if len(model) < 8 or model[4:8] != b"TFL3":
-        raise DeviceError(expected("model", "a .tflite flatbuffer (identifier TFL3)", bytes(model[4:8])))
     try:
-        m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    except Exception as exc:  # flatbuffers raises assorted errors on corrupt input
-        raise DeviceError(f"model: cannot parse the .tflite flatbuffer ({type(exc).__name__}: {exc})") from None
+        m = read_flatbuffer(model)
+    except ConverterError as exc:
+        raise DeviceError(f"model: {exc}") from None
     op_codes = operator_codes(m)
     codes = [c.name for c in op_codes]
     custom_codes = [c.name for c in op_codes if c.custom]
@@ -175,9 +172,6 @@ def count_operations(model: bytes | Graph) -> list[OpCount]:
 
 def _subgraph0_macs(model: bytes) -> dict[int, int]:
     """MACs of subgraph 0's operators by index, from the converters' inspector."""
-    from converters import ConverterError
-    from converters.inspect import inspect_model
-
     try:
         info = inspect_model(model)
     except ConverterError as exc:  # read_model accepted it, so this is a corrupt file

@@ -153,6 +153,12 @@ def test_corrupted_names_and_indices_are_read_or_rejected_in_one_line():
     with pytest.raises(DeviceError, match="operator code 77"):
         read_model(_rewritten(good, bad_opcode))
 
+    def no_subgraphs(m):
+        m.subgraphs = []
+
+    with pytest.raises(DeviceError, match="no subgraphs"):  # was an IndexError
+        read_model(_rewritten(good, no_subgraphs))
+
 
 def test_mac_count_of_ds_cnn_matches_the_mlperf_tiny_paper(tmp_path):
     """kws01 DS-CNN on 49x10 MFCCs: ~2.7 M MACs in the MLPerf Tiny paper."""

@@ -516,14 +516,8 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   }
   /* a re-check window in turns; each turn spans from the start of its first run to the start of
    * the run after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
-  double t = now_us();
-  int done = 0;
-  if (tc->window && tc->w_side && t - tc->w_last_end > CHECK_PAUSE_US) {
-    /* the caller paused in a pool turn: its worker may be asleep, and waking it is part of the
-     * pause, not of the pool's running time */
-    edge_pool_run(pool, no_task, NULL);
-    t = now_us();
-  }
+  const double t = now_us();
+  int done = 0, paused = 0;
   if (tc->window == 0) {
     tc->w_side = 0;
     tc->w_turn_runs = 0;
@@ -534,7 +528,8 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->w_turn_start = t;
     tc->w_pause = 0;
   } else {
-    if (t - tc->w_last_end > CHECK_PAUSE_US) tc->w_pause += t - tc->w_last_end;
+    paused = t - tc->w_last_end > CHECK_PAUSE_US;
+    if (paused) tc->w_pause += t - tc->w_last_end;
     const double spent = t - tc->w_turn_start - tc->w_pause;
     if (tc->w_side && tc->span_pool + spent > CHECK_CUT * tc->span_one) { /* the pool loses by far */
       tc->span_pool += spent;
@@ -552,18 +547,18 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
       }
       tc->w_side ^= 1;
       tc->w_in_turn = 0;
+      tc->w_turn_start = t;
       tc->w_pause = 0;
       done = !tc->w_side && tc->one_runs >= CHECK_RUNS && tc->span_one >= CHECK_US;
-      if (tc->w_side) {
-        /* the worker may have gone to sleep during the one-thread turn; waking a sleeping thread
-         * costs far more than a hand-off to a polling one, which a pool in use (jobs back to back)
-         * does not pay: wake it first */
-        edge_pool_run(pool, no_task, NULL);
-        tc->w_turn_start = now_us();
-      } else {
-        tc->w_turn_start = t;
-      }
     }
+  }
+  if (!done && tc->w_side && (tc->w_in_turn == 0 || paused)) {
+    /* a pool turn starts, or the caller paused in one: the worker may have gone to sleep meanwhile,
+     * and waking a sleeping thread costs far more than a hand-off to a polling one, which a pool in
+     * use (jobs back to back) does not pay; wake it untimed, as part of the pause */
+    const double t_wake = now_us();
+    edge_pool_run(pool, no_task, NULL);
+    tc->w_pause += now_us() - t_wake;
   }
   if (done) {
     /* adopting the pool takes a 10 % win (as after the trials); keeping it, any */

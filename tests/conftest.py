@@ -32,20 +32,31 @@ def _seed_everything() -> None:
     np.random.seed(0)
 
 
+def _rewritten(model_bytes: bytes, edit) -> bytes:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    edit(m)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@pytest.fixture(scope="session")
+def rewrite_model():
+    """f(model_bytes, edit) -> the .tflite with edit(ModelT) applied (the schema's object API): one
+    field of a real model corrupted or changed."""
+    return _rewritten
+
+
 @pytest.fixture(scope="session")
 def oversized_weight_shape():
     """f(model_bytes) -> the model with one 2-D weight tensor's shape far larger than its buffer
     (one corrupted field): TFLite-Micro trusts the shape, reads past the data and crashes."""
 
-    def corrupt(model_bytes: bytes) -> bytes:
-        import flatbuffers
-        from ai_edge_litert import schema_py_generated as schema
-
-        m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    def oversize(m) -> None:
         weights = next(t for t in m.subgraphs[0].tensors if t.buffer and len(t.shape) == 2 and t.shape[0] > 1)
         weights.shape[1] = 14_155_808
-        b = flatbuffers.Builder(1024)
-        b.Finish(m.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
 
-    return corrupt
+    return lambda model_bytes: _rewritten(model_bytes, oversize)

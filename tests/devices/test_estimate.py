@@ -119,18 +119,7 @@ def test_not_a_tflite_file_is_rejected(tmp_path):
         read_model(bad.read_bytes())
 
 
-def _rewritten(model: bytes, edit) -> bytes:
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    edit(m)
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def test_corrupted_names_and_indices_are_read_or_rejected_in_one_line():
+def test_corrupted_names_and_indices_are_read_or_rejected_in_one_line(rewrite_model):
     """Byte mutations of real models once stopped `bench` with a traceback here: a tensor name
     that is not UTF-8, and (by the same path) an operator pointing past the tensor list."""
     good = tiny_model("conv").read_bytes()
@@ -138,26 +127,26 @@ def test_corrupted_names_and_indices_are_read_or_rejected_in_one_line():
     def bad_name(m):
         m.subgraphs[0].tensors[0].name = b"x\xff\xfey"
 
-    graph = read_model(_rewritten(good, bad_name))
+    graph = read_model(rewrite_model(good, bad_name))
     assert graph.tensors[0].name.startswith("x")
 
     def bad_index(m):
         m.subgraphs[0].operators[0].inputs[0] = 4000
 
     with pytest.raises(DeviceError, match="operator 0 refers to tensor 4000"):
-        read_model(_rewritten(good, bad_index))
+        read_model(rewrite_model(good, bad_index))
 
     def bad_opcode(m):
         m.subgraphs[0].operators[0].opcodeIndex = 77
 
     with pytest.raises(DeviceError, match="operator code 77"):
-        read_model(_rewritten(good, bad_opcode))
+        read_model(rewrite_model(good, bad_opcode))
 
     def no_subgraphs(m):
         m.subgraphs = []
 
     with pytest.raises(DeviceError, match="no subgraphs"):  # was an IndexError
-        read_model(_rewritten(good, no_subgraphs))
+        read_model(rewrite_model(good, no_subgraphs))
 
 
 def test_mac_count_of_ds_cnn_matches_the_mlperf_tiny_paper(tmp_path):

@@ -291,7 +291,7 @@ def test_a_pool_that_slows_down_is_rechecked_at_once(capfd):
 
 def test_pauses_between_bursts_of_invokes_are_not_running_time(capfd):
     """A caller that invokes in bursts with pauses between them (an app, a benchmark): the pauses are
-    left out of a check's halves, and they neither start checks (as time since the last check or as
+    left out of a check's turns, and they neither start checks (as time since the last check or as
     a slow pool) nor count towards the check after each second of running."""
     it, xs, firsts = _recheck_model_and_inputs()
     i = _run_checked(it, xs, firsts, 200, 0.0)

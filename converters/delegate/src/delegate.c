@@ -396,8 +396,8 @@ typedef struct Kernel {
  * CHECK_RUNS runs and CHECK_US, and the pool as many runs.  A turn is as many runs as the first
  * one-thread turn took to last CHECK_TURN_US; each is timed from invoke to invoke (so late
  * hand-offs and whatever a spinning worker costs the caller between invokes count).  Turns, not
- * two halves: this VM's speed drifts over tens of milliseconds (a one-thread half timed in a slow
- * stretch once made a slower pool win), and a turn is long enough that moving the weights between
+ * two halves: this VM's speed drifts while a check runs (a one-thread half timed in a slow stretch
+ * once made a slower pool win), and a turn is long enough that moving the weights between
  * the cores' caches at its start costs little.  The pool side stops early once it has taken
  * CHECK_CUT times the one-thread side, so a pool whose worker is late, or that simply loses by far
  * (the usual case at batch 1), costs about one turn of each.

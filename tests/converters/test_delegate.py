@@ -7,7 +7,9 @@ cached (test_delegate_models); hypothesis varies layouts, kernel ISA, threads, b
 from __future__ import annotations
 
 import ctypes
+import os
 import re
+import threading
 import time
 
 import numpy as np
@@ -403,6 +405,59 @@ def test_small_dense_layers_next_to_claimed_ones_join_the_partition(dtype, patte
         assert f"claimed {claimed} FULLY_CONNECTED" in err and "declined: sparsity 0.000 < min_sparsity 0.500" in err
         assert _delegated(it).count("DELEGATE") >= 2
         _assert_same(got, ref)
+
+
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts the process's threads in /proc (Linux)")
+def test_the_partitions_of_a_graph_share_one_pool():
+    """XNNPACK's node in the middle splits the graph into two partitions of the delegate; with 2
+    threads they get one pool worker between them. A pool per partition gave each its own worker,
+    which had one job per invoke and was asleep again by the next (every job paid a wake-up)."""
+    model = mlp((48, 40, 32, 24, 10), 0.8, "16x4", "int8", dense_layers=(2,))
+    x = _input(ai.Interpreter(model_content=model), 3, 7)
+    ref = _reference(model, x)
+    before = _thread_count()
+    # the interpreter on one thread: XNNPACK starts no workers, so every new thread is the delegate's
+    it = cd.interpreter(model, options={"num_threads": 2, "dense_neighbour_max_macs": 0}, num_threads=1)
+    for _ in range(20):  # past the thread trials, so both partitions have run jobs on the pool
+        got = _run(it, x)
+        _assert_same(got, ref)
+    assert _delegated(it).count("DELEGATE") == 3  # two of the sparse delegate's, one of XNNPACK's
+    assert _thread_count() - before == 1
+
+
+def test_interpreters_sharing_a_delegate_invoke_at_once_and_stay_exact():
+    """One delegate, one pool, two interpreters invoked from two threads: a job that finds the pool
+    busy runs on its caller alone; every result still matches the reference."""
+    model = MODELS["f32_16x1"]()  # claimed whole, so each invoke is one pool job (or one thread)
+    delegate = cd.load({"num_threads": 2, "min_sparsity": 0})
+    its = [ai.Interpreter(model_content=model, experimental_delegates=[delegate], num_threads=2) for _ in range(2)]
+    xs = [_input(its[0], 8, seed) for seed in range(4)]
+    refs = [_reference(model, x) for x in xs]
+    for it in its:
+        _run(it, xs[0])
+    failures: list[str] = []
+
+    def invoke_many(it, offset: int) -> None:
+        d, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+        for i in range(400):
+            j = (i + offset) % len(xs)
+            it.set_tensor(d, xs[j])
+            it.invoke()
+            got = it.get_tensor(o)
+            if not np.allclose(got, refs[j], rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(refs[j]).max()))):
+                failures.append(f"interpreter {offset}, invoke {i}")
+
+    workers = [threading.Thread(target=invoke_many, args=(it, k)) for k, it in enumerate(its)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers)
+    assert failures == []
 
 
 def test_abi_mismatch_is_refused_by_the_library_and_by_the_helper(monkeypatch):

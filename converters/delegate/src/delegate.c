@@ -47,6 +47,10 @@ typedef struct DelegateData {
   Options opt;
   EdgeKernelTable kt;
   int whole_graph; /* the graph being prepared is claimed entirely (set before its kernels init) */
+  /* One pool for all the partitions of the graph: a pool per partition had a worker per partition,
+   * each given one job per invoke and asleep (or descheduled) by the time of the next, so every job
+   * paid a wake-up (tens of microseconds here, against ops of a few). */
+  EdgePool* pool;
 } DelegateData;
 
 static void vlog(const DelegateData* dd, const char* fmt, ...) {
@@ -792,7 +796,7 @@ static void kernel_destroy(Kernel* k) {
   if (k->scratch)
     for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
   free(k->scratch);
-  edge_pool_destroy(k->pool);
+  if (k->pool != k->dd->pool) edge_pool_destroy(k->pool);
   free(k);
 }
 
@@ -933,8 +937,19 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
       for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
     free(k->scratch);
     k->scratch = NULL;
-    edge_pool_destroy(k->pool);
-    k->pool = nt > 1 ? edge_pool_create(nt) : NULL;
+    if (k->pool != k->dd->pool) edge_pool_destroy(k->pool);
+    k->pool = NULL;
+    if (nt > 1) { /* the delegate's pool; a partition asking for another thread count gets its own */
+      EdgePool* shared = __atomic_load_n(&k->dd->pool, __ATOMIC_ACQUIRE);
+      if (!shared && (shared = edge_pool_create(nt)) != NULL) { /* two interpreters may prepare at once */
+        EdgePool* none = NULL;
+        if (!__atomic_compare_exchange_n(&k->dd->pool, &none, shared, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+          edge_pool_destroy(shared);
+          shared = none;
+        }
+      }
+      k->pool = shared && edge_pool_size(shared) == nt ? shared : edge_pool_create(nt);
+    }
     k->nthreads = nt;
   }
   size_t sb = 0;
@@ -1527,4 +1542,9 @@ fail:
   return NULL;
 }
 
-EXPORT void tflite_plugin_destroy_delegate(EdgeDelegate* d) { free(d); }
+/* The runtime frees a graph's kernels before its delegate (the Python wrapper keeps the delegate alive
+ * as long as an interpreter that uses it), so the shared pool goes last. */
+EXPORT void tflite_plugin_destroy_delegate(EdgeDelegate* d) {
+  if (d) edge_pool_destroy(((DelegateData*)d)->pool);
+  free(d);
+}

@@ -37,6 +37,7 @@ struct EdgePool {
   int stop;
   EdgeTaskFn fn;
   void* arg;
+  int busy; /* a job is running: a second caller (two interpreters sharing the delegate) runs alone */
   /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
   _Alignas(64) unsigned bar_count;
   unsigned bar_gen;
@@ -169,7 +170,7 @@ EdgePool* edge_pool_create(int nthreads) {
 int edge_pool_size(const EdgePool* p) { return p ? p->n : 1; }
 
 void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
-  if (!p || p->n < 2) {
+  if (!p || p->n < 2 || __atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
     fn(arg, 0, 1);
     return;
   }
@@ -193,6 +194,7 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
     cpu_relax();
     if ((i & 255) == 255) sched_yield();
   }
+  __atomic_store_n(&p->busy, 0, __ATOMIC_RELEASE);
 }
 
 void edge_pool_barrier(EdgePool* p) {

@@ -11,7 +11,8 @@ typedef void (*EdgeTaskFn)(void* arg, int share, int nshares);
 EDGE_HIDDEN EdgePool* edge_pool_create(int nthreads);
 EDGE_HIDDEN void edge_pool_destroy(EdgePool* p);
 EDGE_HIDDEN int edge_pool_size(const EdgePool* p);
-/* runs fn(arg, s, n) for s in [0, n) with n = pool size, returns when all shares are done */
+/* runs fn(arg, s, n) for s in [0, n) with n = pool size, returns when all shares are done; while
+ * another thread's job runs, fn(arg, 0, 1) on the calling thread instead */
 EDGE_HIDDEN void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg);
 /* called by every share of a running job: returns once all n shares have called it (a no-op
  * without a pool) */

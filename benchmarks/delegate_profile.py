@@ -9,6 +9,9 @@ Not a test. Writes docs/results/delegate_profile.{json,md} with machine, version
   panels grouped in order (the previous layout) and grouped by block count (the current one);
 * the thread-pool trials of every claimed convolution of mobilenet_v1_025 int8 at batch 8 with
   2 threads forced (``num_threads=2``), as the delegate's verbose log reports them;
+* the whole invoke of that model at batch 8 on the interpreter's 2 threads, XNNPACK alone against
+  the delegate with its default (one thread when it shares the graph with XNNPACK) and with
+  ``num_threads=2``, interleaved in one process after the first re-check of the thread choice;
 * the per-partition trials of the LeNet tickets (int8 16x4 and float32 16x1) run as one pool job on
   2 threads, at batch 1 and 8 (the interpreter's 2 threads; the delegate runs the whole graph);
 * the same partitions in steady state with each path forced: per-op cycles on one thread against
@@ -58,6 +61,33 @@ it.set_tensor(d["index"], x.astype(d["dtype"]))
 for _ in range(n):
     it.invoke()
 del it
+"""
+_MIXED_CHILD = r"""
+import sys, time, numpy as np
+from ai_edge_litert.interpreter import Interpreter, load_delegate
+lib, model, batch, warm, rounds, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+configs = {"xnnpack": None, "delegate default": {}, "delegate num_threads=2": {"num_threads": "2", "verbose": "1"}}
+its = {}
+for name, opts in configs.items():
+    dl = [] if opts is None else [load_delegate(lib, opts)]
+    it = Interpreter(model_path=model, experimental_delegates=dl, num_threads=2)
+    d = it.get_input_details()[0]
+    it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(d["dtype"]))
+    for _ in range(warm):  # past the thread trials and the first re-check (after 1024 runs)
+        it.invoke()
+    its[name] = it
+times = {name: [] for name in its}
+for _ in range(rounds):
+    for name, it in its.items():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            it.invoke()
+        times[name].append((time.perf_counter() - t0) / n * 1e6)
+for name, v in times.items():
+    print(f"MIXED {name}|{float(np.median(v)):.1f}|{min(v):.1f}|{max(v):.1f}", flush=True)
 """
 _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
@@ -129,6 +159,23 @@ def pool_handoff(tmp: Path) -> dict[str, float] | None:
     return {name: float(v) for name, v in (line.split() for line in out.splitlines())}
 
 
+def mixed_graph_threads(model: Path, batch: int = 8) -> dict:
+    """Whole-invoke times of a graph the delegate shares with XNNPACK (2 threads): which thread
+    setting of the delegate pays once the re-check has timed invoke to invoke, not the op alone."""
+    proc = subprocess.run([sys.executable, "-c", _MIXED_CHILD, str(cd.library_path()), str(model), str(batch),
+                           "2500", "7", "200"], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mixed-graph child failed: {proc.stderr[-2000:]}")
+    rows = [line.split(" ", 1)[1].split("|") for line in proc.stdout.splitlines() if line.startswith("MIXED ")]
+    kept: dict[int, str] = {}  # each node's choice at its last re-check
+    for m in re.finditer(r"node (\d+): re-checked after .* -> (.+)$", proc.stderr, re.M):
+        kept[int(m[1])] = m[2]
+    return {"batch": batch, "warm_invokes": 2500, "rounds": 7, "invokes_per_round": 200,
+            "times_us": [{"config": c, "median": float(a), "min": float(b), "max": float(x)} for c, a, b, x in rows],
+            "forced_ops_on_pool_after_recheck": sum(v == "threads" for v in kept.values()),
+            "forced_ops_rechecked": len(kept)}
+
+
 def chain_trials(lenet: dict[str, Path]) -> list[dict]:
     rows = []
     for name, model in lenet.items():
@@ -187,6 +234,7 @@ def main() -> None:
         result["mobilenet_thread_trials"] = [
             {"node": int(m[1]), "threads": int(m[2]), "pool_us": float(m[3]), "one_thread_us": float(m[4]),
              "choice": m[5]} for m in (_TRIAL.search(line) for line in trials.splitlines()) if m]
+        result["mobilenet_mixed_threads"] = mixed_graph_threads(mobile)
         f32_ticket, f32_method = sd.search_ticket(args.data_dir, "block16x1", 0.9, args.epochs)
         lenet_f32 = tmp / "lenet_f32.tflite"
         lenet_f32.write_bytes(sd.convert(f32_ticket, "float32", xtr[:64, ..., None]))
@@ -235,6 +283,16 @@ def write(out: Path, r: dict) -> None:
            "Best of 8 timed invokes each, while XNNPACK runs the rest of the graph with 2 threads.", "",
            "| node | pool (us) | 1 thread (us) | pool / 1 thread | kept |", "|---|---|---|---|---|"]
     md += trial_rows(r["mobilenet_thread_trials"], ("node",))
+    mx = r["mobilenet_mixed_threads"]
+    base = next(t["median"] for t in mx["times_us"] if t["config"] == "xnnpack")
+    md += ["", f"Whole invokes of the same model at batch {mx['batch']} with the interpreter on 2 threads, after "
+           f"{mx['warm_invokes']} untimed invokes each (past the first re-check, which times the choice invoke to",
+           f"invoke); median of {mx['rounds']} interleaved rounds of {mx['invokes_per_round']} invokes. With "
+           f"`num_threads=2`, {mx['forced_ops_on_pool_after_recheck']} of the {mx['forced_ops_rechecked']} re-checked "
+           "ops kept the pool.", "",
+           "| configuration | us per invoke (median) | min-max | XNNPACK / this |", "|---|---|---|---|"]
+    md += [f"| {t['config']} | {t['median']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {base / t['median']:.2f}x |"
+           for t in mx["times_us"]]
     md += ["", "## One pool job per invoke: LeNet-300-100 tickets on 2 threads (whole graph claimed)", "",
            "The partition's first 16 invokes alternate one pool job for all its ops (barriers between ops) and",
            "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "

@@ -1,4 +1,4 @@
-"""The delegate's thread pool keeps its worker off the caller's CPU.
+"""The delegate's thread pool keeps its worker off the caller's CPU, and takes jobs from two callers.
 
 Linux puts a new thread on its creator's CPU, and can wake the caller onto its worker's CPU; it moves
 one of them away only milliseconds later. Until then the two shares of every job take turns on one
@@ -9,6 +9,7 @@ so it kept one thread for good.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,19 +19,23 @@ import pytest
 import converters.delegate as cd
 
 SRC = Path(cd.__file__).resolve().parent / "src"
-PROGRAM = Path(__file__).resolve().parent / "delegate_pool_placement.c"
+HERE = Path(__file__).resolve().parent
+
+
+def _build(tmp_path_factory, program: str) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc not installed")
+    exe = tmp_path_factory.mktemp("pool") / program
+    proc = subprocess.run([gcc, "-std=gnu11", "-O2", "-Wall", "-Werror", f"-I{SRC}", str(HERE / f"{program}.c"),
+                           str(SRC / "pool.c"), "-o", str(exe), "-lpthread"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
 
 
 @pytest.fixture(scope="module")
 def placement(tmp_path_factory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not installed")
-    exe = tmp_path_factory.mktemp("pool") / "placement"
-    proc = subprocess.run([gcc, "-std=gnu11", "-O2", "-Wall", "-Werror", f"-I{SRC}", str(PROGRAM),
-                           str(SRC / "pool.c"), "-o", str(exe), "-lpthread"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return exe
+    return _build(tmp_path_factory, "delegate_pool_placement")
 
 
 def _lines(exe: Path, cpus: set[int] | None = None) -> list[list[str]]:
@@ -82,3 +87,16 @@ def test_a_worker_found_on_the_callers_cpu_is_moved_off_it_after_one_job(placeme
         for job in (second, third):
             assert job[1] != job[2], moved  # the worker was moved off the caller's CPU
         assert third[3] == third[4] == len(allowed), moved  # and took the whole CPU set back
+
+
+def test_two_callers_at_once_each_get_their_job_run_whole(tmp_path_factory):
+    """Interpreters sharing one delegate share its pool. A job that finds the pool running
+    another caller's job runs alone on its own thread; none may lose or repeat a share."""
+    exe = _build(tmp_path_factory, "delegate_pool_callers")
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    m = re.fullmatch(r"pool (\d+) alone (\d+) wrong (\d+)\n", proc.stdout)
+    assert m, proc.stdout
+    pooled, alone, wrong = (int(v) for v in m.groups())
+    assert wrong == 0 and pooled + alone == 2 * 200000, proc.stdout
+    assert pooled > 0 and alone > 0, proc.stdout  # both paths taken: the callers did collide

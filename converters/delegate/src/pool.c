@@ -80,6 +80,7 @@ static void* worker(void* varg) {
   const int confined = wa->confined;
   free(wa);
 #ifdef __linux__
+  pthread_setname_np(pthread_self(), "edge-pool"); /* shows in top and /proc: whose thread this is */
   /* running now, away from the creator's CPU: let the scheduler place it from here on */
   if (confined) pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &p->allowed);
   int widen = 0; /* confined after a job on the caller's CPU: widen again after the next one */

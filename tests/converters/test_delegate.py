@@ -7,6 +7,7 @@ cached (test_delegate_models); hypothesis varies layouts, kernel ISA, threads, b
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import re
 import threading
@@ -407,35 +408,44 @@ def test_small_dense_layers_next_to_claimed_ones_join_the_partition(dtype, patte
         _assert_same(got, ref)
 
 
-def _thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _pool_threads() -> int:
+    """The process's threads named by the delegate's pool (its workers)."""
+    gc.collect()  # an earlier test's interpreter freed meanwhile would take its workers with it
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names.count("edge-pool")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts the process's threads in /proc (Linux)")
-def test_the_partitions_of_a_graph_share_one_pool():
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread names in /proc (Linux)")
+def test_the_partitions_of_a_graph_share_one_pool(capfd):
     """XNNPACK's node in the middle splits the graph into two partitions of the delegate; with 2
     threads they get one pool worker between them. A pool per partition gave each its own worker,
     which had one job per invoke and was asleep again by the next (every job paid a wake-up)."""
     model = mlp((48, 40, 32, 24, 10), 0.8, "16x4", "int8", dense_layers=(2,))
-    x = _input(ai.Interpreter(model_content=model), 3, 7)
+    x = _input(ai.Interpreter(model_content=model), 128, 7)  # enough rows for each partition's ops to run as one job
     ref = _reference(model, x)
-    before = _thread_count()
-    # the interpreter on one thread: XNNPACK starts no workers, so every new thread is the delegate's
-    it = cd.interpreter(model, options={"num_threads": 2, "dense_neighbour_max_macs": 0}, num_threads=1)
-    for _ in range(20):  # past the thread trials, so both partitions have run jobs on the pool
+    before = _pool_threads()
+    it = cd.interpreter(model, options={"num_threads": 2, "dense_neighbour_max_macs": 0, "verbose": True},
+                        num_threads=1)
+    for _ in range(20):  # past the thread trials: both partitions ran jobs on the pool
         got = _run(it, x)
         _assert_same(got, ref)
     assert _delegated(it).count("DELEGATE") == 3  # two of the sparse delegate's, one of XNNPACK's
-    assert _thread_count() - before == 1
+    assert len(re.findall(r"ops as one job: 2 threads", capfd.readouterr().err)) == 2
+    assert _pool_threads() - before == 1
 
 
 def test_interpreters_sharing_a_delegate_invoke_at_once_and_stay_exact():
     """One delegate, one pool, two interpreters invoked from two threads: a job that finds the pool
     busy runs on its caller alone; every result still matches the reference."""
-    model = MODELS["f32_16x1"]()  # claimed whole, so each invoke is one pool job (or one thread)
+    model = MODELS["f32_16x1"]()  # claimed whole; at 64 rows each invoke is one pool job (or one thread)
     delegate = cd.load({"num_threads": 2, "min_sparsity": 0})
     its = [ai.Interpreter(model_content=model, experimental_delegates=[delegate], num_threads=2) for _ in range(2)]
-    xs = [_input(its[0], 8, seed) for seed in range(4)]
+    xs = [_input(its[0], 64, seed) for seed in range(4)]
     refs = [_reference(model, x) for x in xs]
     for it in its:
         _run(it, xs[0])

@@ -285,13 +285,20 @@ class Comparison:
         return rows
 
 
-def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: float) -> None:
+def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: float,
+               probe: Runner | None = None) -> list[float]:
+    """Times every comparison once per round; also samples `probe` (the invoke-overhead model) in
+    every round, so that figure comes from the same moments as the rest.  Returns its samples."""
+    probe_samples: list[float] = []
     for i in range(rounds):
         if i:
             time.sleep(gap_s)  # the next round falls in another moment of the machine
         print(f"timing round {i + 1}/{rounds} ...", flush=True)
         for c in comparisons:
             c.measure_round(repeats)
+        if probe is not None:
+            probe_samples += measure({"probe": probe}, repeats)["probe"]
+    return probe_samples
 
 
 # ----------------------------------------------------------------------------- report
@@ -321,13 +328,13 @@ def machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def invoke_overhead(repeats: int) -> float:
-    """us per invoke() of a one-op 4->1 float model under XNNPACK: the Python/runtime call floor."""
+def overhead_probe() -> Runner:
+    """A one-op 4->1 float model under XNNPACK: its us per invoke() is the Python/runtime call floor."""
     import tf_keras as keras
 
     inp = keras.Input((4,))
     model = convert(keras.Model(inp, keras.layers.Dense(1)(inp)), "float32", np.zeros((1, 4), np.float32))
-    return float(np.median(measure({"o": Runner(model, "xnnpack", 1, 1)}, repeats)["o"]))
+    return Runner(model, "xnnpack", 1, 1)
 
 
 def table(rows: list[dict], title: str, overhead: float | None = None) -> list[str]:
@@ -339,9 +346,11 @@ def table(rows: list[dict], title: str, overhead: float | None = None) -> list[s
         line = (f"| {r.get('name', '')} | {r['batch']} | {r['threads']} | {r['xnnpack_us']:.2f} | "
                 f"{r['delegate_us']:.2f} | **{r['speedup']:.2f}x** | {min(rs):.2f}-{max(rs):.2f}x |")
         if overhead is not None:
-            net = (r["xnnpack_us"] - overhead) / max(r["delegate_us"] - overhead, 1e-3)
+            # an overhead of 90 % of the delegate's own time or more leaves nothing to compare
+            net = ((r["xnnpack_us"] - overhead) / (r["delegate_us"] - overhead)
+                   if r["delegate_us"] > overhead / 0.9 else None)
             r["speedup_excl_overhead"] = net
-            line += f" {net:.2f}x |"
+            line += f" {net:.2f}x |" if net is not None else " n/a |"
         out.append(line)
     return out
 
@@ -401,14 +410,17 @@ def main() -> None:
     lenet = [Comparison(t["model"], key) for key, t in tickets.items()]
     mobilenets = [Comparison(mobilenet(dtype, 0.9), f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % "
                              + ("16x4" if dtype == "int8" else "16x1")) for dtype in ("float32", "int8")]
-    run_rounds(lenet + mobilenets, repeats, rounds, gap)
+    probe_samples = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe())
 
     lenet_rows = [r for c in lenet for r in c.rows()]
-    overhead = invoke_overhead(repeats)
-    md += ["", f"Invoke overhead (one-op 4->1 model under XNNPACK, median): {overhead:.2f} us; the last column",
-           "subtracts it from both times (what the kernels themselves gain).", ""]
+    overhead = float(np.median(probe_samples))
+    md += ["", f"Invoke overhead (one-op 4->1 model under XNNPACK, median of {len(probe_samples)} samples taken in "
+           f"every round; range {min(probe_samples):.2f}-{max(probe_samples):.2f} us): {overhead:.2f} us; the last "
+           "column", "subtracts it from both times (what the kernels themselves gain; n/a where it is 90 % or more "
+           "of the delegate's time).", ""]
     md += table(lenet_rows, "ticket", overhead) + [""]
     result["lenet"] = {"dense_accuracy": acc_dense, "rows": lenet_rows, "invoke_overhead_us": overhead,
+                       "invoke_overhead_samples_us": probe_samples,
                        "tickets": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in tickets.items()}}
 
     mb_rows = [r for c in mobilenets for r in c.rows()]

@@ -1203,17 +1203,27 @@ static void log_too_dense(const DelegateData* dd, const OpSpec* s) {
        s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D", s->sparsity, dd->opt.min_sparsity);
 }
 
-/* Adds s's node (and the DENSIFY in front of it) to the claim list; -1 if it cannot be claimed. */
-static int claim_node(const DelegateData* dd, EdgeIntArray* claim, const OpSpec* s, const int* uses,
-                      const char* note) {
+/* The nodes delegate_prepare has claimed so far, with the input and output tensor of each claimed
+ * FC/CONV_2D (the neighbour pass looks for layers next to them). */
+typedef struct Claims {
+  EdgeIntArray* list;
+  int *link_in, *link_out;
+  int nlinks, nfc, nconv;
+} Claims;
+
+/* Adds s's node (and the DENSIFY in front of it) to the claims; -1 if it cannot be claimed. */
+static int claim_node(const DelegateData* dd, Claims* c, const OpSpec* s, const int* uses, const char* note) {
   if (s->densify_node >= 0) {
     if (uses[s->w_shape_t] != 1) {
       vlog(dd, "node %d: declined: DENSIFY output has other consumers", s->node);
       return -1;
     }
-    claim->data[claim->size++] = s->densify_node;
+    c->list->data[c->list->size++] = s->densify_node;
   }
-  claim->data[claim->size++] = s->node;
+  c->list->data[c->list->size++] = s->node;
+  c->link_in[c->nlinks] = s->in_t;
+  c->link_out[c->nlinks++] = s->out_t;
+  *(s->kind == KIND_FC ? &c->nfc : &c->nconv) += 1;
   vlog(dd, "node %d: %s claimed (sparsity %.3f%s%s)", s->node, s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D",
        s->sparsity, s->sparse_input ? ", sparse-encoded weights" : "", note);
   return 0;
@@ -1237,9 +1247,8 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     free(low_spec);
     return eStatusError;
   }
-  /* per plan entry: too dense but small (low_spec[i] holds its analysis); in/out tensors of claimed nodes */
-  int *low = scratch, *link_in = scratch + nplan + 1, *link_out = scratch + 2 * ((size_t)nplan + 1);
-  int nlinks = 0;
+  /* per plan entry: too dense but small (low_spec[i] holds its analysis) */
+  int* low = scratch;
   memcpy(nodes, plan->data, (size_t)nplan * sizeof(int)); /* copy: the plan may change under us */
   for (size_t i = 0; i < ctx->tensors_size; i++) densify_of[i] = -1;
   for (int i = 0; i < nplan; i++) {
@@ -1263,7 +1272,8 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     return eStatusError;
   }
   claim->size = 0;
-  int nfc = 0, nconv = 0, nlow = 0;
+  Claims claims = {claim, scratch + nplan + 1, scratch + 2 * ((size_t)nplan + 1), 0, 0, 0};
+  int nlow = 0;
   for (int i = 0; i < nplan; i++) {
     EdgeNode* node;
     EdgeRegistration* reg;
@@ -1287,34 +1297,27 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
       }
       continue;
     }
-    if (claim_node(dd, claim, &s, uses, "") == 0) {
-      link_in[nlinks] = s.in_t;
-      link_out[nlinks++] = s.out_t;
-      *(s.kind == KIND_FC ? &nfc : &nconv) += 1;
-    }
+    claim_node(dd, &claims, &s, uses, "");
   }
   /* A small layer declined only for being dense, whose input comes from a claimed node or whose
    * output feeds one (Keras' 10-way output layer after a pruned MLP), is claimed too: handing it to
    * the next delegate costs a partition switch and an invoke of its own, which a few thousand
    * multiply-adds here do not.  Small means few MACs per invoke (M x N x K), so a dense convolution
    * over a large feature map stays with XNNPACK.  Repeated so a chain of such layers joins one by one. */
-  for (int changed = nlinks > 0 && nlow > 0; changed;) {
+  for (int changed = claims.nlinks > 0 && nlow > 0; changed;) {
     changed = 0;
     for (int i = 0; i < nplan; i++) {
       if (!low[i]) continue;
       const OpSpec s = low_spec[i];
       int next_to_claimed = 0;
-      for (int c = 0; c < nlinks && !next_to_claimed; c++) next_to_claimed = link_out[c] == s.in_t || link_in[c] == s.out_t;
+      for (int c = 0; c < claims.nlinks && !next_to_claimed; c++)
+        next_to_claimed = claims.link_out[c] == s.in_t || claims.link_in[c] == s.out_t;
       if (!next_to_claimed) continue;
       low[i] = 0;
       char note[120];
       snprintf(note, sizeof(note), ", %lld MACs <= dense_neighbour_max_macs %d, next to a claimed node",
                (long long)s.M * s.N * s.K, dd->opt.dense_neighbour_max_macs);
-      if (claim_node(dd, claim, &s, uses, note) != 0) continue;
-      link_in[nlinks] = s.in_t;
-      link_out[nlinks++] = s.out_t;
-      *(s.kind == KIND_FC ? &nfc : &nconv) += 1;
-      changed = 1;
+      if (claim_node(dd, &claims, &s, uses, note) == 0) changed = 1;
     }
   }
   for (int i = 0; i < nplan; i++)
@@ -1365,7 +1368,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     reg.version = 1;
     rc = ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, claim, d);
   }
-  vlog(dd, "claimed %d FULLY_CONNECTED and %d CONV_2D nodes (kernels: %s)", nfc, nconv, dd->kt.isa);
+  vlog(dd, "claimed %d FULLY_CONNECTED and %d CONV_2D nodes (kernels: %s)", claims.nfc, claims.nconv, dd->kt.isa);
   free(claim);
   free(nodes);
   free(densify_of);

@@ -176,6 +176,20 @@ def tflite_accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return hits / len(x)
 
 
+def prune_1x1_convs(keras, model, sparsity: float, rows: int, cols: int, min_blocks: int = 0) -> dict:
+    """Block-prune every 1x1 convolution of ``model`` in place ([out, in] blocks, at least
+    ``min_blocks`` kept in each); returns each layer's mask."""
+    masks = {}
+    for ly in model.layers:
+        if (isinstance(ly, keras.layers.Conv2D) and not isinstance(ly, keras.layers.DepthwiseConv2D)
+                and ly.kernel_size == (1, 1)):
+            ws = ly.get_weights()
+            ws[0] = block_prune(ws[0][0, 0].T, sparsity, rows, cols, min_blocks).T[None, None]  # [1, 1, in, out]
+            masks[ly] = (ws[0] != 0).astype(np.float32)
+            ly.set_weights(ws)
+    return masks
+
+
 def load_fashion_96(data_dir: Path, n_train: int, n_test: int):
     """Fashion-MNIST at mobilenet_v1_025's 96x96x3 input (the MLPerf Tiny visual-wake-words shape):
     bilinear upscaling of the first ``n_train`` / ``n_test`` images, the grey channel repeated."""
@@ -190,9 +204,9 @@ def load_fashion_96(data_dir: Path, n_train: int, n_test: int):
     return up(xtr), ytr, up(xte), yte
 
 
-MOBILENET_TICKET = ("one-shot 16x4 block magnitude pruning (L1 norm of each block of 16 output x 4 input "
+MOBILENET_PRUNING = ("16x4 block magnitude pruning (L1 norm of each block of 16 output x 4 input "
                     "channels) of the trained weights of each of the thirteen 1x1 convolutions to {sparsity:.0%} "
-                    "(at least one block kept per layer: the first has only two) in {epochs} steps of rising "
+                    "(at least one block kept per layer: the first has only two) in {epochs} step(s) of rising "
                     "sparsity (Han et al. 2015), each followed by one epoch of fine-tuning with the masks "
                     "re-applied after every step; first conv, depthwise convs and the output layer dense")
 
@@ -201,9 +215,8 @@ def mobilenet_tickets(data_dir: Path, epochs: int, quick: bool, sparsity: float 
     """mobilenet_v1_025 trained on Fashion-MNIST at 96x96x3, then its 1x1 convolutions pruned to
     ``sparsity`` in 16x4 blocks (a 16x4 mask is also a 16x1 one, so it serves both dtypes) with fine-tuning.
 
-    Not the LotteryTicketSearch: IMP on this model costs several training runs, each ~6x slower than
-    a plain fit here, too long for a benchmark; the issue's alternative is magnitude-pruned trained
-    weights. Batch-norm momentum is 0.9 instead of Keras's 0.99: with a few hundred steps the 0.99
+    Not the LotteryTicketSearch: IMP on this model costs several masked training runs, too long for
+    a benchmark; the issue's alternative is magnitude-pruned trained weights. Batch-norm momentum is 0.9 instead of Keras's 0.99: with a few hundred steps the 0.99
     moving statistics still lag the weights and the model evaluates at chance."""
     import tf_keras as keras
 
@@ -231,27 +244,13 @@ def mobilenet_tickets(data_dir: Path, epochs: int, quick: bool, sparsity: float 
     pruned = sum(int(m.size - m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
     info = {"dataset": f"Fashion-MNIST, {n_train} train / {n_test} test images upscaled to 96x96x3",
             "dense_accuracy": acc_dense, "accuracy": acc, "sparsity_1x1": pruned,
-            "method": MOBILENET_TICKET.format(sparsity=sparsity, epochs=epochs) + f"; dense model trained {epochs} "
+            "method": MOBILENET_PRUNING.format(sparsity=sparsity, epochs=epochs) + f"; dense model trained {epochs} "
             "epochs (Adam 1e-3, batch 32, batch-norm momentum 0.9)"}
     tickets = {}
     for dtype in ("float32", "int8"):
         tflite = convert(model, dtype, xtr[:64])
         tickets[dtype] = {"model": tflite, "tflite_accuracy": tflite_accuracy(tflite, xte, yte)}
     return tickets, info
-
-
-def prune_1x1_convs(keras, model, sparsity: float, rows: int, cols: int, min_blocks: int = 0) -> dict:
-    """Block-prune every 1x1 convolution of ``model`` in place ([out, in] blocks, at least
-    ``min_blocks`` kept in each); returns each layer's mask."""
-    masks = {}
-    for ly in model.layers:
-        if (isinstance(ly, keras.layers.Conv2D) and not isinstance(ly, keras.layers.DepthwiseConv2D)
-                and ly.kernel_size == (1, 1)):
-            ws = ly.get_weights()
-            ws[0] = block_prune(ws[0][0, 0].T, sparsity, rows, cols, min_blocks).T[None, None]  # [1, 1, in, out]
-            masks[ly] = (ws[0] != 0).astype(np.float32)
-            ly.set_weights(ws)
-    return masks
 
 
 def mobilenet(dtype: str, sparsity: float) -> bytes:
@@ -463,8 +462,8 @@ def main() -> None:
                  f"{args.round_gap}")
     missing = [f for f in ("mnist.npz", "fashion_mnist.npz") if not (args.data_dir / f).is_file()]
     if missing:
-        ap.exit(2, f"sparse_delegate: the tickets are trained on MNIST and Fashion-MNIST: expected "
-                   f"{', '.join(missing)} in --data-dir, got none in {args.data_dir}\n")
+        ap.exit(2, f"sparse_delegate: --data-dir: expected {', '.join(missing)} (the tickets are trained on "
+                   f"MNIST and Fashion-MNIST), not found in {args.data_dir}\n")
     repeats = 3 if args.quick else args.repeats
     rounds, gap = (1, 0.0) if args.quick else (args.rounds, args.round_gap)
     info = machine()
@@ -510,10 +509,10 @@ def main() -> None:
 
     mb_rows = [r for c in mobilenets for r in c.rows()]
     md += ["## mobilenet_v1_025 (96x96x3, trained), 90 % 16x4 block sparsity on the 1x1 convolutions", "",
-           f"Trained on {mb_info['dataset']}: dense test accuracy {mb_info['dense_accuracy']:.4f}; ticket "
+           f"Trained on {mb_info['dataset']}: dense test accuracy {mb_info['dense_accuracy']:.4f}; pruned model "
            f"(sparsity of the 1x1 convolutions {mb_info['sparsity_1x1']:.3f}) Keras test accuracy "
            f"{mb_info['accuracy']:.4f}, float32 TFLite {mb_tickets['float32']['tflite_accuracy']:.4f}, int8 TFLite "
-           f"{mb_tickets['int8']['tflite_accuracy']:.4f}; ticket from: {mb_info['method']}.", ""]
+           f"{mb_tickets['int8']['tflite_accuracy']:.4f}; pruned by: {mb_info['method']}.", ""]
     md += table(mb_rows, "model") + [""]
     result["mobilenet_v1_025"] = {"rows": mb_rows, "ticket": mb_info,
                                   "tflite_accuracy": {k: v["tflite_accuracy"] for k, v in mb_tickets.items()}}

@@ -239,7 +239,8 @@ def _select(layers: list[_LayerBlocks], fraction: float) -> dict[str, np.ndarray
 
     The pruned element count is the prefix of blocks (ascending score) whose cumulative size is
     closest to ``fraction x live elements`` (ties: the smaller prefix). Ties between equal scores
-    break on (layer position, block position), so the result is deterministic.
+    break on (layer position, block position), so the result is deterministic. A layer that
+    would lose all its live blocks keeps its best one (see the collapse guard below).
     Returns per-layer boolean "keep" decisions over blocks.
     """
     scores, sizes, lidx, bidx = [], [], [], []
@@ -265,7 +266,14 @@ def _select(layers: list[_LayerBlocks], fraction: float) -> dict[str, np.ndarray
     k = int(np.argmin(np.abs(cum - target)))
     pruned = order[:k]
     for i, lb in enumerate(layers):
-        keep[lb.key][bi[pruned[li[pruned] == i]]] = False
+        mine = pruned[li[pruned] == i]
+        if mine.size and mine.size == np.count_nonzero(lb.alive):
+            # Never empty a layer: it would cut the network, so every later activation is a
+            # constant (layer collapse, Tanaka et al. 2020). Global magnitude pruning does this
+            # to wide layers whose initial scale is small (e.g. 256->256 1x1 convs in
+            # MobileNet), layerwise pruning to layers of a few blocks. Keep the best one.
+            mine = mine[:-1]
+        keep[lb.key][bi[mine]] = False
     return keep
 
 
@@ -316,6 +324,10 @@ def compute_masks(
     on their own at their own rate (0.0 keeps them as they are). ``scores`` replaces |w| as the
     ranking criterion (e.g. |w_final| - |w_init|); the block score is the mean over live
     elements, or the L2 norm of the column for ``neuron``.
+
+    No layer is emptied: where the ranking would prune all of a layer's live blocks, its best block
+    stays (an empty layer disconnects the network). Such a level prunes up to one block per layer
+    less than ``fraction``, and a layer down to one block is pruned no further.
 
     ``2:4`` ignores ``fraction`` and ``scope``: it reaches density 0.5 in one step and cannot be
     applied on top of a previous 2:4 level.
@@ -418,7 +430,7 @@ def random_masks_like(
         flat = sizes.ravel()
         perm = rng.permutation(flat.size)
         cum = np.concatenate([[0.0], np.cumsum(flat[perm])])
-        k = int(np.argmin(np.abs(cum - live)))
+        k = max(int(np.argmin(np.abs(cum - live))), 1)  # a live layer stays live, as in _select
         keep = np.zeros(flat.size, dtype=bool)
         keep[perm[:k]] = True
         out[key] = _expand_blocks(keep.reshape(sizes.shape), bo, bi, mask.shape).astype(np.float32)

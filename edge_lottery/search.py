@@ -562,6 +562,7 @@ class LotteryTicketSearch:
             tf.config.experimental.enable_op_determinism()
         self._tensors: Any = None
         self._wrapped: Any = None
+        self._stalled = False
         cfg = self.config
         k = cfg.rewind_step
         wd_theta0 = -1 if self.source.user_model is not None else cfg.seed
@@ -583,8 +584,15 @@ class LotteryTicketSearch:
 
         level = 0
         while self._more_levels(level, prev_masks):
-            level += 1
             new_masks = self.next_masks(prev_weights, prev_masks)
+            if all(np.array_equal(new_masks[i], prev_masks[i]) for i in new_masks):
+                # Every pruned layer is down to the one block the collapse guard keeps.
+                log.warning("level %d would prune nothing (every pruned layer is down to its last %s block, "
+                            "which is never pruned); stopping at density %.4f", level + 1, cfg.pattern,
+                            masks_lib.density(prev_masks))
+                self._stalled = True
+                break
+            level += 1
             branches: list[tuple[str, dict[str, np.ndarray]]] = [(TICKET, new_masks)]
             for control in cfg.controls:
                 if control == "random_prune":
@@ -664,6 +672,8 @@ class LotteryTicketSearch:
         ticket = [r for r in rows if r["branch"] == TICKET]
         if not ticket:
             return False
+        if getattr(self, "_stalled", False):
+            return True
         last = max(ticket, key=lambda r: r["level"])
         if self.config.levels is not None:
             return last["level"] >= self.config.levels

@@ -333,3 +333,34 @@ def test_user_keras_model_and_array_dataset(tmp_path):
     assert np.array_equal(loaded.get_layer("hidden").kernel.numpy(), weights["hidden/kernel"])
     assert result.levels[1].density == pytest.approx(0.8, abs=0.01)
     assert "logits/kernel" not in masks  # user models keep the output layer dense by default
+
+
+def test_search_stops_when_only_guarded_blocks_are_left(tmp_path):
+    """Neuron pruning of a 4-unit layer at 50 %: 2 units, then 1, which the collapse guard keeps;
+    the search then stops short of its target (with a warning) instead of training level 3 with
+    level 2's masks."""
+    import tf_keras
+
+    from edge_lottery.data import load_dataset
+
+    ds = load_dataset("digits")
+    tf_keras.utils.set_random_seed(4)
+    model = tf_keras.Sequential([
+        tf_keras.Input(shape=(8, 8, 1)), tf_keras.layers.Flatten(name="flat"),
+        tf_keras.layers.Dense(4, activation="relu", name="hidden"), tf_keras.layers.Dense(10, name="logits")])
+    data = ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test))
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("edge_lottery.search")  # the CLI stops edge_lottery propagating to root
+    logger.addHandler(handler)
+    try:
+        result = LotteryTicketSearch(model, data, work_dir=tmp_path / "w", target_sparsity=0.9, pattern="neuron",
+                                     prune_fraction=0.5, epochs=1, **FAST).run()
+    finally:
+        logger.removeHandler(handler)
+    assert [r.level for r in result.levels] == [0, 1, 2] and result.summary["finished"] is True
+    assert [r.density for r in result.levels] == pytest.approx([1.0, 0.5, 0.25])
+    assert any("level 3 would prune nothing" in r.getMessage() for r in records)

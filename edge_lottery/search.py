@@ -357,6 +357,7 @@ class LotteryTicketSearch:
                 strategy = tf.distribute.get_strategy()
         self.strategy = strategy
         self.progress = progress
+        self._xla_logged = False
         self.total_steps = self.train.total_steps(len(self.dataset.x_train))
         self.eval_every = self.train.eval_every or self.train.steps_per_epoch(len(self.dataset.x_train))
         self._check_against_model()
@@ -449,9 +450,26 @@ class LotteryTicketSearch:
         else:
             loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=self.logits)
             metrics = ["accuracy"]
-        jit = bool(self.train.jit_compile) and self.strategy is None
+        jit = self._use_xla(model)
         model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit,
                       steps_per_execution=int(self.train.steps_per_execution))
+
+    def _use_xla(self, model: Any) -> bool:
+        """``jit_compile`` as set, or (None) XLA only for a model without convolution layers."""
+        if self.strategy is not None:
+            return False  # XLA is switched off under a tf.distribute strategy
+        if self.train.jit_compile is not None:
+            return bool(self.train.jit_compile)
+        import tf_keras
+
+        convs = (tf_keras.layers.Conv1D, tf_keras.layers.Conv2D, tf_keras.layers.Conv3D,
+                 tf_keras.layers.DepthwiseConv2D, tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
+        has_conv = any(isinstance(m, convs) for m in model.submodules)
+        if not self._xla_logged:
+            log.info("jit_compile automatic: %s", "off (the model has convolutions, which XLA runs slower on CPU)"
+                     if has_conv else "on (no convolutions)")
+            self._xla_logged = True
+        return not has_conv
 
     def _wrapped_model(self) -> Any:
         """The one wrapped, compiled model every level trains (traced once per process)."""

@@ -90,7 +90,8 @@ def _fmt(acc: float | None) -> str:
 @click.option("--learning-rate", metavar="LR", default=None, help="Learning rate [model default].")
 @click.option("--optimizer", metavar="sgd|momentum|adam", default=None, help="sgd | momentum | adam [model default].")
 @click.option("--constant-lr", is_flag=True, help="Train at a constant learning rate, not the model's published schedule.")
-@click.option("--jit/--no-jit", default=True, show_default=True, help="XLA-compile the train step.")
+@click.option("--jit/--no-jit", default=None,
+              help="XLA-compile the train step, or not [automatic: only for models without convolutions].")
 @seed_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Work directory (created; an existing one of the same search is resumed).")
@@ -100,7 +101,7 @@ def search(model: str, dataset: str, data_dir: Path | None, levels: str | None, 
            prune_fraction: str | None, rewind: str, rewind_step: str, scope: str, pattern: str, controls: str,
            keep_output: bool | None, first_layer_density: str | None, exclude: str, epochs: str | None,
            iterations: str | None, batch_size: str | None, learning_rate: str | None, optimizer: str | None,
-           constant_lr: bool, jit: bool, seed: int, out: Path, json_path: Path | None, verbose: bool) -> None:
+           constant_lr: bool, jit: bool | None, seed: int, out: Path, json_path: Path | None, verbose: bool) -> None:
     """Find a winning ticket by iterative magnitude pruning with rewinding.
 
     Resumable: run the same command again after an interruption and it continues from the last

@@ -364,3 +364,15 @@ def test_search_stops_when_only_guarded_blocks_are_left(tmp_path):
     assert [r.level for r in result.levels] == [0, 1, 2] and result.summary["finished"] is True
     assert [r.density for r in result.levels] == pytest.approx([1.0, 0.5, 0.25])
     assert any("level 3 would prune nothing" in r.getMessage() for r in records)
+
+
+@pytest.mark.parametrize(("model", "jit", "expected"), [
+    ("lenet_300_100", None, True), ("ds_cnn", None, False), ("lenet_300_100", False, False)])
+def test_xla_by_default_only_for_models_without_convolutions(tmp_path, model, jit, expected):
+    """XLA's CPU convolutions ran 1.3-11x slower than TensorFlow's kernels (depthwise worst), its
+    dense layers 2.2x faster: jit_compile=None picks per model, True/False are obeyed."""
+    lts = LotteryTicketSearch(model, "digits", work_dir=tmp_path / "w", levels=0, epochs=1, jit_compile=jit,
+                              steps_per_execution=10)
+    lts.run()
+    assert lts.train.jit_compile is jit
+    assert lts._wrapped.jit_compile is expected

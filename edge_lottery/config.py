@@ -91,8 +91,9 @@ class TrainConfig:
     ``jit_compile`` and ``steps_per_execution`` are speed knobs (lth-and-tfmot-notes §11); they
     do not change the hash because they do not change what is computed. ``jit_compile=None``
     (the default) XLA-compiles the train step only for models without convolutions: on CPU,
-    XLA ran LeNet-300-100's step 2.2x faster than TensorFlow's kernels, but convolutions 1.3-2x
-    slower and depthwise ones (ds_cnn, mobilenet_v1_025) about 11x slower (docs/search.md).
+    XLA ran LeNet-300-100's step 1.5x faster than TensorFlow's kernels, but the conv nets'
+    1.25-1.8x slower and the depthwise ones (ds_cnn, mobilenet_v1_025) 7-9x slower
+    (benchmarks/train_step_xla.py, docs/results/train_step_xla.md).
 
     Learning rate at optimizer step ``s`` (Caffe's policies and names; ``learning_rate`` = base):
 

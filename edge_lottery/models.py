@@ -1,7 +1,7 @@
 """Model registry: the lottery-ticket papers' networks and the MLPerf Tiny reference models.
 
 Every model is a tf_keras (Keras 2) functional model, because TFMOT 0.8.1 only wraps Keras 2
-layers. Three properties make the models usable for iterative magnitude pruning with rewinding:
+layers. Four properties make the models usable for iterative magnitude pruning with rewinding:
 
 * **stable layer names** (``fc1``, ``conv1``, ``output``, ...) so masks, pruning policies and
   records refer to layers by name across rebuilds;

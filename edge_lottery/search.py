@@ -358,6 +358,7 @@ class LotteryTicketSearch:
         self.strategy = strategy
         self.progress = progress
         self._xla_logged = False
+        self._stalled = False  # set by run() when a level would prune nothing
         self.total_steps = self.train.total_steps(len(self.dataset.x_train))
         self.eval_every = self.train.eval_every or self.train.steps_per_epoch(len(self.dataset.x_train))
         self._check_against_model()
@@ -462,8 +463,10 @@ class LotteryTicketSearch:
             return bool(self.train.jit_compile)
         import tf_keras
 
+        # Every public convolution (transposed ones subclass ConvND).
         convs = (tf_keras.layers.Conv1D, tf_keras.layers.Conv2D, tf_keras.layers.Conv3D,
-                 tf_keras.layers.DepthwiseConv2D, tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
+                 tf_keras.layers.DepthwiseConv1D, tf_keras.layers.DepthwiseConv2D,
+                 tf_keras.layers.SeparableConv1D, tf_keras.layers.SeparableConv2D)
         has_conv = any(isinstance(m, convs) for m in model.submodules)
         if not self._xla_logged:
             log.info("jit_compile automatic: %s", "off (the model has convolutions, which XLA runs slower on CPU)"
@@ -690,7 +693,7 @@ class LotteryTicketSearch:
         ticket = [r for r in rows if r["branch"] == TICKET]
         if not ticket:
             return False
-        if getattr(self, "_stalled", False):
+        if self._stalled:
             return True
         last = max(ticket, key=lambda r: r["level"])
         if self.config.levels is not None:

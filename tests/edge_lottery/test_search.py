@@ -376,3 +376,15 @@ def test_xla_by_default_only_for_models_without_convolutions(tmp_path, model, ji
     lts.run()
     assert lts.train.jit_compile is jit
     assert lts._wrapped.jit_compile is expected
+
+
+def test_global_pruning_of_mobilenet_1x1_convs_would_empty_the_widest():
+    """docs/pruning-patterns.md's example, on the real initial weights: one global level of 68 %
+    over mobilenet_v1_025's 1x1 convs leaves ds13_pointwise (256->256) with only the guard's block."""
+    from edge_lottery.models import build_model
+
+    model = build_model("mobilenet_v1_025", (96, 96, 3), 10, seed=0)
+    w = {f"{ly.name}/kernel": ly.kernel.numpy() for ly in model.layers if ly.name.endswith("_pointwise")}
+    masks = masks_lib.compute_masks(w, None, fraction=0.684, scope="global", pattern="block16x4")
+    assert masks["ds13_pointwise/kernel"].sum() == 64  # one 16x4 block
+    assert all(m.sum() > 64 for k, m in masks.items() if k != "ds13_pointwise/kernel")

@@ -197,8 +197,8 @@ def test_lenet_300_100_learns_digits() -> None:
 
 
 def test_batch_norm_model_evaluates_as_it_trains_after_a_short_run() -> None:
-    """ds_cnn on digits for 80 steps: with Keras's BN momentum 0.99 it evaluated at chance (0.10)
-    because the moving statistics trail the weights; with BN_MOMENTUM 0.9 it reaches ~0.84."""
+    """ds_cnn on digits for 80 steps: with Keras's BN momentum 0.99 it evaluated at chance, because
+    the moving statistics trail the weights; with BN_MOMENTUM (0.9) it must learn."""
     import tf_keras
 
     from edge_lottery.data import load_dataset

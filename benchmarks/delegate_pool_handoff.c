@@ -24,6 +24,40 @@ static void two_barriers(void* arg, int share, int nshares) {
   edge_pool_barrier(pool);
 }
 
+enum { BOUNCES = 10000 };
+static _Alignas(64) unsigned ping;
+static _Alignas(64) unsigned pong;
+static unsigned bounce_base;
+static unsigned long long bounce_cycles;
+
+static void bounce_job(void* arg, int share, int nshares) {
+  (void)arg, (void)nshares;
+  const unsigned base = bounce_base;
+  if (share == 0) {
+    const unsigned long long t0 = __rdtsc();
+    for (unsigned i = base + 1; i <= base + BOUNCES; i++) {
+      __atomic_store_n(&ping, i, __ATOMIC_RELEASE);
+      while (__atomic_load_n(&pong, __ATOMIC_ACQUIRE) != i) _mm_pause();
+    }
+    bounce_cycles = __rdtsc() - t0;
+  } else {
+    for (unsigned i = base + 1; i <= base + BOUNCES; i++) {
+      while (__atomic_load_n(&ping, __ATOMIC_ACQUIRE) != i) _mm_pause();
+      __atomic_store_n(&pong, i, __ATOMIC_RELEASE);
+    }
+  }
+}
+
+static double line_round_trip(void) {
+  double best = 1e30;
+  for (int round = 0; round < 5; round++, bounce_base += BOUNCES) {
+    edge_pool_run(pool, bounce_job, NULL);
+    const double c = (double)bounce_cycles / BOUNCES;
+    if (c < best) best = c;
+  }
+  return best;
+}
+
 static double per_job(EdgeTaskFn fn) {
   double best = 1e30;
   for (int round = 0; round < 5; round++) {
@@ -60,6 +94,7 @@ int main(void) {
   printf("two_barriers %.0f\n", per_job(two_barriers));
   printf("empty_job_spaced %.0f\n", spaced(empty_job));
   printf("two_barriers_spaced %.0f\n", spaced(two_barriers));
+  printf("line_round_trip %.0f\n", line_round_trip());
   edge_pool_destroy(pool);
   return 0;
 }

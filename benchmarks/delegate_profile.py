@@ -17,8 +17,9 @@ Not a test. Writes docs/results/delegate_profile.{json,md} with machine, version
 * the same partitions in steady state with each path forced: per-op cycles on one thread against
   each share's part in the pool job;
 * the hot-loop cost of one stored block and of the broadcast alternatives
-  (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only), and the pool's hand-off cost
-  (benchmarks/delegate_pool_handoff.c, x86-64).
+  (benchmarks/delegate_block_loop.c, AVX-512 VNNI machines only), and the pool's hand-off cost and
+  the round trip of one cache line between its two threads (benchmarks/delegate_pool_handoff.c,
+  x86-64).
 
     nice python benchmarks/delegate_profile.py    # ~4 min on 2 cores (trains the LeNet tickets)
 """
@@ -323,7 +324,9 @@ def write(out: Path, r: dict) -> None:
         md.append("Not run: needs x86-64 and gcc.")
     else:
         md += ["TSC cycles per `edge_pool_run` on 2 threads: back to back (the worker polling; best of 5 x 100000)",
-               "and spaced by ~5000 cycles of work on the caller (`_spaced`; median of 2000):", "",
+               "and spaced by ~5000 cycles of work on the caller (`_spaced`; median of 2000); `line_round_trip`:",
+               "one cache line to the other thread and an answer back (best of 5 x 10000), the floor under every",
+               "hand-off and barrier, and what each op's inputs cost when the other thread wrote them:", "",
                "| job | cycles |", "|---|---|"]
         md += [f"| {k} | {v:.0f} |" for k, v in ph.items()]
     bl = r["block_loop_tsc_cycles_per_block"]

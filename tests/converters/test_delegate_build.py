@@ -32,10 +32,14 @@ def test_sources_compile_cleanly_as_c11_with_warnings_as_errors():
 
 
 def test_sources_cross_compile_for_aarch64_with_neon():
-    """Needs the Debian package gcc-aarch64-linux-gnu (skipped without it)."""
+    """Needs the Debian packages gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (skipped without)."""
     cc = shutil.which("aarch64-linux-gnu-gcc")
     if cc is None:
         pytest.skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
+    probe = subprocess.run([cc, "-fsyntax-only", "-x", "c", "-"], input="#include <math.h>\n", capture_output=True,
+                           text=True)
+    if probe.returncode != 0:  # the compiler without its libc headers (installed without Recommends)
+        pytest.skip("aarch64 libc headers missing (apt-get install libc6-dev-arm64-cross)")
     for src in SOURCES:
         proc = subprocess.run([cc, "-std=gnu11", "-O2", "-Wall", "-Werror", "-fsyntax-only", str(src)],
                               capture_output=True, text=True)

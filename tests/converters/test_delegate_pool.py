@@ -22,13 +22,14 @@ SRC = Path(cd.__file__).resolve().parent / "src"
 HERE = Path(__file__).resolve().parent
 
 
-def _build(tmp_path_factory, program: str) -> Path:
+def _build(tmp_path_factory, program: str, *flags: str) -> Path:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc not installed")
     exe = tmp_path_factory.mktemp("pool") / program
-    proc = subprocess.run([gcc, "-std=gnu11", "-O2", "-Wall", "-Werror", f"-I{SRC}", str(HERE / f"{program}.c"),
-                           str(SRC / "pool.c"), "-o", str(exe), "-lpthread"], capture_output=True, text=True)
+    proc = subprocess.run([gcc, "-std=gnu11", "-O2", "-Wall", "-Werror", *flags, f"-I{SRC}",
+                           str(HERE / f"{program}.c"), str(SRC / "pool.c"), "-o", str(exe), "-lpthread"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return exe
 
@@ -100,3 +101,18 @@ def test_two_callers_at_once_each_get_their_job_run_whole(tmp_path_factory):
     pooled, alone, wrong = (int(v) for v in m.groups())
     assert wrong == 0 and pooled + alone == 2 * 200000, proc.stdout
     assert pooled > 0 and alone > 0, proc.stdout  # both paths taken: the callers did collide
+
+
+@pytest.mark.parametrize("spin", ["as built", "none"])
+def test_jobs_posted_as_workers_fall_asleep_all_run_whole(tmp_path_factory, spin):
+    """The caller posts a job with a plain store (no fence, so it does not wait for the workers'
+    CPUs) and may miss a worker announcing its sleep right then; it must wake that worker while it
+    waits. Jobs after random gaps, past the workers' spin and in between, on 2 and 3 threads; and
+    with the spin compiled out, so that every worker announces its sleep as the next job is posted:
+    a missed wake-up would hang (the timeout), a lost or repeated share shows as wrong."""
+    flags = () if spin == "as built" else ("-DSPIN_PAUSE_ROUNDS=0", "-DSPIN_ROUNDS=0")
+    exe = _build(tmp_path_factory, "delegate_pool_wakeups", *flags)
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"threads (\d) jobs (\d+) wrong (\d+)", proc.stdout)
+    assert [(int(n), int(jobs), int(wrong)) for n, jobs, wrong in rows] == [(2, 1500, 0), (3, 1500, 0)], proc.stdout

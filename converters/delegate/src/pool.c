@@ -15,8 +15,12 @@
  * run slower than one alone ("Pool halves in steady state" in docs/results/delegate_profile.md);
  * other polling policies were no better across processes, so the delegate times the pool against
  * one thread before using it. */
+#ifndef SPIN_PAUSE_ROUNDS /* overridable for tests: with 0 and 0 workers sleep after every job */
 #define SPIN_PAUSE_ROUNDS 4000
+#endif
+#ifndef SPIN_ROUNDS
 #define SPIN_ROUNDS 20000
+#endif
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -98,8 +102,9 @@ static void* worker(void* varg) {
     }
     if (g == seen) {
       pthread_mutex_lock(&p->mu);
-      /* announce the sleep before the last look at gen; edge_pool_run bumps gen before it reads
-       * sleepers (both sequentially consistent), so one of the two sees the other */
+      /* announce the sleep (a locked increment) before the last look at gen, under the mutex:
+       * edge_pool_run either sees the announcement when it posts the job or while it waits for the
+       * job, and then broadcasts under the same mutex, so this wait cannot miss the job */
       __atomic_add_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
       while ((g = __atomic_load_n(&p->gen, __ATOMIC_SEQ_CST)) == seen && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
       __atomic_sub_fetch(&p->sleepers, 1, __ATOMIC_SEQ_CST);
@@ -170,6 +175,12 @@ EdgePool* edge_pool_create(int nthreads) {
 
 int edge_pool_size(const EdgePool* p) { return p ? p->n : 1; }
 
+static void wake_sleepers(EdgePool* p) {
+  pthread_mutex_lock(&p->mu);
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
 void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
   if (!p || p->n < 2 || __atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
     fn(arg, 0, 1);
@@ -177,13 +188,15 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
   }
   p->fn = fn;
   p->arg = arg;
-  __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELEASE);
-  __atomic_add_fetch(&p->gen, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&p->sleepers, __ATOMIC_SEQ_CST) > 0) { /* only sleeping workers need the condvar */
-    pthread_mutex_lock(&p->mu);
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-  }
+  __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELAXED);
+  /* A plain release store, not a locked increment: the workers poll this line, so a locked
+   * instruction would stall the caller for a cache-line round trip to their CPUs (`line_round_trip`
+   * in docs/results/delegate_profile.md) before it starts its own share;
+   * the store drains while the caller computes.  Without a full fence this read of `sleepers` can
+   * miss a worker going to sleep at this very moment; the wait below catches that one. */
+  __atomic_store_n(&p->gen, __atomic_load_n(&p->gen, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+  int woken = __atomic_load_n(&p->sleepers, __ATOMIC_RELAXED) > 0;
+  if (woken) wake_sleepers(p); /* only sleeping workers need the condvar */
   fn(arg, 0, p->n);
 #ifdef __linux__
   if (p->placing) {
@@ -192,6 +205,13 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
   }
 #endif
   for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
+    /* a worker that announced its sleep while the job was being posted: its announcement is a
+     * locked increment, so it shows here; the caller's mutex lock makes the new gen visible to it
+     * (with more than one worker, a later sleeper is woken within 256 rounds) */
+    if ((!woken || (i & 255) == 255) && __atomic_load_n(&p->sleepers, __ATOMIC_ACQUIRE) > 0) {
+      wake_sleepers(p);
+      woken = 1;
+    }
     cpu_relax();
     if ((i & 255) == 255) sched_yield();
   }

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "edge_kernels.h"
 #include "pack.h"
@@ -330,6 +329,7 @@ typedef struct ThreadChoice {
   int mon_long;         /* the last step took MONITOR_IDLE times its expected time */
   int mon_runs;         /* runs in the monitor's current span */
   double mon_last;      /* when it last read the clock */
+  double mon_late;      /* the pool's late-worker time then (edge_pool_late_us) */
   double mon_time;      /* running time in the current span */
   double busy;          /* running time since the last re-check */
 } ThreadChoice;
@@ -412,9 +412,10 @@ typedef struct Kernel {
  * descheduled moment starts costs one check, and they are at least MONITOR_GAP_US apart.
  * Running time excludes idle time: a step that took MONITOR_IDLE times what its runs should have,
  * after one that did not (the caller paused between bursts of invokes, as apps and benchmarks do),
- * is left out of the spans and of the CHECK_MAX_GAP_US count.  Counting wall time instead started
- * a check in every burst that began a second after the last check, and a check window that
- * spanned a pause took the pause for the cost of one side. */
+ * is left out of the spans and of the CHECK_MAX_GAP_US count, unless the caller spent most of it
+ * waiting inside invokes for late workers (edge_pool_late_us): that is the pool being slow.
+ * Counting wall time instead started a check in every burst that began a second after the last
+ * check, and a check window that spanned a pause took the pause for the cost of one side. */
 #define CHECK_RUNS 512
 #define CHECK_US 5000.0
 #define CHECK_TURN_US 1000.0
@@ -432,12 +433,6 @@ typedef struct Kernel {
 #define MONITOR_IDLE 16.0
 #define MONITOR_GAP_US (20 * CHECK_US)
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
-}
-
 static void run_on(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
   if (on_pool)
     edge_pool_run(pool, fn, arg);
@@ -452,9 +447,9 @@ static void no_task(void* arg, int share, int nshares) {
 }
 
 static double run_timed(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
-  const double t0 = now_us();
+  const double t0 = edge_now_us();
   run_on(on_pool, pool, fn, arg);
-  return now_us() - t0;
+  return edge_now_us() - t0;
 }
 
 /* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
@@ -487,12 +482,17 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   }
   if (tc->window == 0 && ++tc->runs < tc->next_check) {
     if (tc->ref_one > 0 && ++tc->mon_step == MONITOR_STEP) { /* the monitor, once a check has timed one thread */
-      const double t = now_us(), dt = t - tc->mon_last;
+      const double t = edge_now_us(), dt = t - tc->mon_last, late = edge_pool_late_us(pool);
+      const double waited = late - tc->mon_late;
       tc->mon_step = 0;
       tc->mon_last = t;
+      tc->mon_late = late;
       /* a long step after a normal one is a pause between bursts of invokes; long steps in a row are
-       * the runs themselves being slow (or a caller that paces every invoke), which counts */
-      const int is_long = dt > MONITOR_IDLE * MONITOR_STEP * tc->run_us, idle = is_long && !tc->mon_long;
+       * the runs themselves being slow (or a caller that paces every invoke), which counts, and so
+       * does a long step spent mostly waiting inside invokes for a worker whose CPU was taken away
+       * (a kernel that preempts in slices longer than MONITOR_IDLE steps showed only such steps) */
+      const int is_long = dt > MONITOR_IDLE * MONITOR_STEP * tc->run_us && waited < 0.5 * dt;
+      const int idle = is_long && !tc->mon_long;
       tc->mon_long = is_long;
       if (idle) {
         tc->mon_runs = 0;
@@ -520,7 +520,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   }
   /* a re-check window in turns; each turn spans from the start of its first run to the start of
    * the run after its last, less the caller's pauses between invokes (see CHECK_PAUSE_US) */
-  const double t = now_us();
+  const double t = edge_now_us();
   int done = 0, paused = 0;
   if (tc->window == 0) {
     tc->w_side = 0;
@@ -560,9 +560,9 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     /* a pool turn starts, or the caller paused in one: the worker may have gone to sleep meanwhile,
      * and waking a sleeping thread costs far more than a hand-off to a polling one, which a pool in
      * use (jobs back to back) does not pay; wake it untimed, as part of the pause */
-    const double t_wake = now_us();
+    const double t_wake = edge_now_us();
     edge_pool_run(pool, no_task, NULL);
-    tc->w_pause += now_us() - t_wake;
+    tc->w_pause += edge_now_us() - t_wake;
   }
   if (done) {
     /* adopting the pool takes a 10 % win (as after the trials); keeping it, any */
@@ -583,6 +583,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->mon_runs = 0;
     tc->mon_time = 0;
     tc->mon_last = t;
+    tc->mon_late = edge_pool_late_us(pool);
     tc->busy = 0;
     run_on(tc->use_pool, pool, fn, arg);
     return 2;
@@ -590,7 +591,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
   tc->window++;
   tc->w_in_turn++;
   run_on(tc->w_side, pool, fn, arg);
-  tc->w_last_end = now_us();
+  tc->w_last_end = edge_now_us();
   return 0;
 }
 
@@ -726,17 +727,17 @@ static int choose_layout(const DelegateData* dd, Op* op, const void* w) {
     }
     EdgeGemmFn fn = dd->kt.gemm[s->dtype][cands[c]];
     fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
-    double t0 = now_us();
+    double t0 = edge_now_us();
     fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
-    double one = now_us() - t0;
+    double one = edge_now_us() - t0;
     int reps = one > 0 ? (int)(150.0 / one) : 100;
     if (reps < 1) reps = 1;
     if (reps > 2000) reps = 2000;
     double tbest = 1e300;
     for (int trial = 0; trial < 3; trial++) {
-      t0 = now_us();
+      t0 = edge_now_us();
       for (int r = 0; r < reps; r++) fn(&pk, &op->ep, x, Mt, s->K, y, s->N, 0, s->N);
-      const double t = (now_us() - t0) / reps;
+      const double t = (edge_now_us() - t0) / reps;
       if (t < tbest) tbest = t;
     }
     if (rl < sizeof(report))

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* After a job a worker first polls with the CPU's pause hint (a batch-1 invoke is a few
  * microseconds: the next job must start within ~100 ns, which a sleeping thread cannot), then
@@ -42,6 +43,8 @@ struct EdgePool {
   EdgeTaskFn fn;
   void* arg;
   int busy; /* a job is running: a second caller (two interpreters sharing the delegate) runs alone */
+  pthread_t caller; /* the thread running the current job's share 0 */
+  double late_us;   /* see edge_pool_late_us; written by the caller of a job only */
   /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
   _Alignas(64) unsigned bar_count;
   unsigned bar_gen;
@@ -175,6 +178,14 @@ EdgePool* edge_pool_create(int nthreads) {
 
 int edge_pool_size(const EdgePool* p) { return p ? p->n : 1; }
 
+double edge_pool_late_us(const EdgePool* p) { return p ? p->late_us : 0.0; }
+
+double edge_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
 static void wake_sleepers(EdgePool* p) {
   pthread_mutex_lock(&p->mu);
   pthread_cond_broadcast(&p->cv);
@@ -188,6 +199,7 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
   }
   p->fn = fn;
   p->arg = arg;
+  p->caller = pthread_self();
   __atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELAXED);
   /* A plain release store, not a locked increment: the workers poll this line, so a locked
    * instruction would stall the caller for a cache-line round trip to their CPUs (`line_round_trip`
@@ -204,6 +216,7 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
     if (here != __atomic_load_n(&p->caller_cpu, __ATOMIC_RELAXED)) __atomic_store_n(&p->caller_cpu, here, __ATOMIC_RELAXED);
   }
 #endif
+  double late_from = 0; /* the wait is long (a worker descheduled?): the caller's clock from then on */
   for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
     /* a worker that announced its sleep while the job was being posted: its announcement is a
      * locked increment, so it shows here; the caller's mutex lock makes the new gen visible to it
@@ -213,8 +226,12 @@ void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg) {
       woken = 1;
     }
     cpu_relax();
-    if ((i & 255) == 255) sched_yield();
+    if ((i & 255) == 255) {
+      if (i == 255) late_from = edge_now_us();
+      sched_yield();
+    }
   }
+  if (late_from > 0) p->late_us += edge_now_us() - late_from;
   __atomic_store_n(&p->busy, 0, __ATOMIC_RELEASE);
 }
 
@@ -228,10 +245,15 @@ void edge_pool_barrier(EdgePool* p) {
     __atomic_add_fetch(&p->bar_gen, 1, __ATOMIC_ACQ_REL);
     return;
   }
+  double late_from = 0; /* as at edge_pool_run's join, counted for the job's caller only */
   for (int i = 0; __atomic_load_n(&p->bar_gen, __ATOMIC_ACQUIRE) == g; i++) {
     cpu_relax();
-    if ((i & 1023) == 1023) sched_yield();
+    if ((i & 1023) == 1023) {
+      if (i == 1023 && pthread_equal(pthread_self(), p->caller)) late_from = edge_now_us();
+      sched_yield();
+    }
   }
+  if (late_from > 0) p->late_us += edge_now_us() - late_from;
 }
 
 void edge_pool_destroy(EdgePool* p) {

@@ -17,5 +17,11 @@ EDGE_HIDDEN void edge_pool_run(EdgePool* p, EdgeTaskFn fn, void* arg);
 /* called by every share of a running job: returns once all n shares have called it (a no-op
  * without a pool) */
 EDGE_HIDDEN void edge_pool_barrier(EdgePool* p);
+/* microseconds the threads calling edge_pool_run have spent waiting for late workers (at the join
+ * and at barriers, past the first rounds of polling), summed over all jobs: what workers
+ * descheduled in the middle of jobs cost their callers (0 without a pool) */
+EDGE_HIDDEN double edge_pool_late_us(const EdgePool* p);
+/* the monotonic clock in microseconds */
+EDGE_HIDDEN double edge_now_us(void);
 
 #endif

@@ -317,6 +317,7 @@ typedef struct ThreadChoice {
   int cut;              /* the last check's pool side was cut short */
   int triggered;        /* the open window was started by the monitor, not the schedule */
   int was_triggered;    /* ... the last one was (for the log) */
+  double retry_us;      /* running time to the next check while the pool has lost since a triggered check (0: none) */
   double span_one, span_pool; /* running time of each side's finished turns */
   double w_turn_start;  /* when the current turn started */
   double w_last_end;    /* when the window's last run returned */
@@ -427,6 +428,13 @@ typedef struct Kernel {
 #define CHECK_PAUSE_US 2000.0
 #define FIRST_CHECK 1024
 #define CHECK_MAX_GAP_US 1e6
+/* A check the monitor started runs while the pool is slow, which may be a moment (another
+ * interpreter's threads still spinning after its burst, a vCPU descheduled for a while): when the
+ * pool loses it, the next check comes after CHECK_RETRY_US of running instead of
+ * CHECK_MAX_GAP_US, then after twice as long each time the pool loses again, so a passing
+ * slowdown does not keep a faster pool off for a second of running, and a lasting one costs a few
+ * checks more. */
+#define CHECK_RETRY_US 50e3
 #define MONITOR_STEP 64
 #define MONITOR_RUNS 1024
 #define MONITOR_SLOWER 1.1
@@ -504,7 +512,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
         if (tc->mon_runs >= MONITOR_RUNS) {
           const int slower = tc->use_pool && tc->mon_time / tc->mon_runs > MONITOR_SLOWER * tc->ref_one &&
                              t - tc->check_end >= MONITOR_GAP_US;
-          if (slower || tc->busy >= CHECK_MAX_GAP_US) {
+          if (slower || tc->busy >= (tc->retry_us > 0 ? tc->retry_us : CHECK_MAX_GAP_US)) {
             tc->next_check = tc->runs;
             tc->triggered = slower;
           }
@@ -575,6 +583,10 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->next_check = 4 * tc->runs;
     tc->window = 0;
     tc->was_triggered = tc->triggered;
+    tc->retry_us = tc->use_pool                   ? 0
+                   : tc->triggered                ? CHECK_RETRY_US
+                   : tc->retry_us > 0 && 2 * tc->retry_us < CHECK_MAX_GAP_US ? 2 * tc->retry_us
+                                                  : 0;
     tc->triggered = 0;
     tc->check_end = t;
     tc->run_us = tc->use_pool ? tc->span_pool / tc->pool_runs : one;

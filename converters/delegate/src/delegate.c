@@ -583,10 +583,12 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->next_check = 4 * tc->runs;
     tc->window = 0;
     tc->was_triggered = tc->triggered;
-    tc->retry_us = tc->use_pool                   ? 0
-                   : tc->triggered                ? CHECK_RETRY_US
-                   : tc->retry_us > 0 && 2 * tc->retry_us < CHECK_MAX_GAP_US ? 2 * tc->retry_us
-                                                  : 0;
+    if (tc->use_pool)
+      tc->retry_us = 0;
+    else if (tc->triggered)
+      tc->retry_us = CHECK_RETRY_US;
+    else if (tc->retry_us > 0) /* the pool lost again: wait twice as long, up to the usual gap */
+      tc->retry_us = 2 * tc->retry_us < CHECK_MAX_GAP_US ? 2 * tc->retry_us : 0;
     tc->triggered = 0;
     tc->check_end = t;
     tc->run_us = tc->use_pool ? tc->span_pool / tc->pool_runs : one;

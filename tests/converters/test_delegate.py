@@ -259,7 +259,7 @@ def test_rechecks_alternate_turns_of_equal_runs(capfd):
 # threads in its own slices. "6ms-bursts": real-time (SCHED_FIFO) bursts of 6 ms every 12 ms, which
 # take a CPU from the pool's threads for 6 ms at a time whatever the kernel's slices are: a kernel
 # that preempts in slices that long (longer than the monitor's idle threshold, 16 steps of runs)
-# once hid a pool three times slower from the monitor, which took each long wait for the caller
+# once hid a pool far slower than one thread from the monitor, which took each long wait for the caller
 # pausing between invokes. A hog exits when the test process goes away.
 _HOG = """
 import os, sys, time

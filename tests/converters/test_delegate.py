@@ -310,8 +310,7 @@ def test_a_pool_that_slows_down_is_rechecked_at_once(capfd, hogs):
             break
     i = _run_checked(it, xs, firsts, 0, 0.12, i)
     capfd.readouterr()
-    per_cpu = 2 if hogs == "steady" else 1  # two per CPU: the pool's threads get a third of a CPU each
-    procs = [subprocess.Popen([sys.executable, "-c", _HOG, hogs]) for _ in range(per_cpu * len(os.sched_getaffinity(0)))]
+    procs = [subprocess.Popen([sys.executable, "-c", _HOG, hogs]) for _ in os.sched_getaffinity(0)]
     checks: list[str] = []
     try:
         t1 = time.perf_counter()

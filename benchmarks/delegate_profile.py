@@ -94,7 +94,7 @@ _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 _INVOKE = re.compile(r"profile: \d+ invokes, (\d+) cycles each")
 _HALF = re.compile(r"pool job node (\d+): share 0 (\d+) cycles, share 1 (\d+) cycles")
-_CHAIN = re.compile(r"(\d+) ops as one job: (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+_CHAIN = re.compile(r"(\d+) ops as one job(?: \(\w+\))?: (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 
 
 def build_profile_library(tmp: Path) -> Path:

@@ -41,6 +41,9 @@ MODELS = {
     "i8_flatten": lambda: mlp((48, 32, 10), 0.8, "16x4", "int8", image=(6, 8, 1)),
     "f32_flatten": lambda: mlp((48, 32, 10), 0.8, "16x1", "float32", image=(6, 8, 1)),
     "i8_wide": lambda: mlp((4200, 20, 8), 0.9, "16x4", "int8", rep_range=(-2.0, 1.0)),
+    # enough work at batch 1 for the op chain to be tried as one pool job
+    "i8_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x4", "int8"),
+    "f32_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x1", "float32"),
     # one layer each, fed random int8 (no ReLU zeros upstream to hide a lost block): 7, 6 and 5 output
     # panels, i.e. a full group of four in the batch-1 stream plus a last group of 3, 2 and 1 panels
     "i8_stream_4_3": lambda: mlp((96, 112), 0.75, "16x4", "int8", seed=3),
@@ -161,18 +164,22 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
     assert all(line.endswith(("-> threads", "-> 1 thread")) for line in decisions)
 
 
-@pytest.mark.parametrize(("name", "batch"), [("i8_wide", 4), ("f32_flatten", 40), ("i8_16x4", 30)])
-def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, capfd):
-    """Ops too small to split one by one run as one pool job with a barrier between them (their first
-    16 invokes alternate that and one thread); each of those invokes, and those after, stays exact."""
+@pytest.mark.parametrize(("name", "batch", "split"), [("i8_wide", 4, "rows"), ("f32_flatten", 40, "rows"),
+                                                     ("i8_16x4", 30, "rows"), ("i8_chain_b1", 1, "panels"),
+                                                     ("f32_chain_b1", 1, "panels"), ("i8_wide", 3, "rows")])
+def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, split, capfd):
+    """Ops too small to split one by one run as one pool job (their first 16 invokes alternate that
+    and one thread): at batch 1 each thread takes its output panels of every op, with a barrier
+    between ops; with more rows each takes its rows through the whole chain. Each of those invokes,
+    and those after, stays exact."""
     model = MODELS[name]()
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
     plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
     for i in range(20):
         x = _input(plain, batch, 300 + i)
         _assert_same(_run(it, x), _run(plain, x))
-    decisions = [line for line in capfd.readouterr().err.splitlines() if "as one job: 2 threads" in line]
-    assert len(decisions) == 1, "the op chain was not tried as one pool job"
+    decisions = [line for line in capfd.readouterr().err.splitlines() if f"as one job ({split}): 2 threads" in line]
+    assert len(decisions) == 1, f"the op chain was not tried as one pool job split by {split}"
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
 
@@ -224,7 +231,7 @@ def test_thread_choice_is_rechecked_while_running_and_stays_exact(capfd):
     # the first window opens at run ~1040 and takes about 2 x max(512 runs, 5 ms): 60 ms covers it
     _run_checked(it, xs, firsts, 2200, 0.06)
     err = capfd.readouterr().err.splitlines()
-    trial = [line for line in err if "as one job: 2 threads" in line]
+    trial = [line for line in err if "as one job (rows): 2 threads" in line]
     checks = [line for line in err if _CHECK in line]
     assert len(trial) == 1 and trial[0].endswith(("-> threads", "-> 1 thread"))
     assert checks and "re-checked after 1024 runs: 2 threads" in checks[0]
@@ -479,7 +486,7 @@ def test_the_partitions_of_a_graph_share_one_pool(capfd):
         got = _run(it, x)
         _assert_same(got, ref)
     assert _delegated(it).count("DELEGATE") == 3  # two of the sparse delegate's, one of XNNPACK's
-    assert len(re.findall(r"ops as one job: 2 threads", capfd.readouterr().err)) == 2
+    assert len(re.findall(r"ops as one job \(rows\): 2 threads", capfd.readouterr().err)) == 2
     assert _pool_threads() - before == 1
 
 

@@ -374,6 +374,7 @@ typedef struct Kernel {
   /* small direct ops (batch-1 layers) that may run as one pool job (run_chain), measured like
    * single ops */
   int chain, chain_nt;
+  int chain_rows; /* the chain splits rows, not output panels (see prepare) */
   ThreadChoice chain_threads;
   void** scratch;
   size_t scratch_bytes;
@@ -995,6 +996,14 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     chain_work += (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
   }
   chain = chain && chain_work > 20000.0;
+  /* With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
+   * an earlier op's output or of a partition input (a claimed RESHAPE keeps the bytes, and with
+   * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
+   * no barriers, and no activations crossing cores. */
+  int chain_rows = chain && k->ops[0].s.M >= 2;
+  for (int i = 1; i < k->nops && chain_rows; i++) chain_rows = k->ops[i].s.M == k->ops[0].s.M;
+  if (chain_rows != k->chain_rows) memset(&k->chain_threads, 0, sizeof(k->chain_threads));
+  k->chain_rows = chain_rows;
   if (chain != k->chain || nt != k->chain_nt) {
     memset(&k->chain_threads, 0, sizeof(k->chain_threads));
     k->chain_nt = nt;
@@ -1072,6 +1081,17 @@ static int share_start(const EdgePacked* pk, int N, int share, int nshares) {
   return pn;
 }
 
+/* Rows share/nshares of a direct op (its GEMM rows: batch rows, or pixels of a 1x1 conv). */
+static void run_rows(const Job* j, int share, int nshares) {
+  const Op* op = j->op;
+  const OpSpec* s = &op->s;
+  const size_t es = s->dtype == EDGE_F32 ? 4 : 1;
+  const int m0 = (int)((int64_t)s->M * share / nshares), m1 = (int)((int64_t)s->M * (share + 1) / nshares);
+  if (m1 > m0)
+    op->fn(&op->pk, &op->ep, (const uint8_t*)j->x + (size_t)m0 * s->K * es, m1 - m0, s->K,
+           (uint8_t*)j->y + (size_t)m0 * s->N * es, s->N, 0, s->N);
+}
+
 static void run_share(void* arg, int share, int nshares) {
   Job* j = (Job*)arg;
   Op* op = j->op;
@@ -1079,10 +1099,7 @@ static void run_share(void* arg, int share, int nshares) {
   const size_t es = s->dtype == EDGE_F32 ? 4 : 1;
   if (op->direct) {
     if (s->M >= 8 * nshares && s->kind == KIND_CONV) { /* split pixels */
-      const int m0 = (int)((int64_t)s->M * share / nshares), m1 = (int)((int64_t)s->M * (share + 1) / nshares);
-      if (m1 > m0)
-        op->fn(&op->pk, &op->ep, (const uint8_t*)j->x + (size_t)m0 * s->K * es, m1 - m0, s->K,
-               (uint8_t*)j->y + (size_t)m0 * s->N * es, s->N, 0, s->N);
+      run_rows(j, share, nshares);
     } else { /* split output panels */
       const int p0 = share_start(&op->pk, s->N, share, nshares), p1 = share_start(&op->pk, s->N, share + 1, nshares);
       const int n1 = p1 * 16 < s->N ? p1 * 16 : s->N;
@@ -1110,12 +1127,16 @@ typedef struct Chain {
  * instead of one per op is what lets batch-1 layers of a few microseconds use two cores. */
 static void run_chain(void* arg, int share, int nshares) {
   const Chain* c = (const Chain*)arg;
+  const int rows = c->k->chain_rows && nshares > 1;
   for (int i = 0; i < c->k->nops; i++) {
-    if (i && nshares > 1) edge_pool_barrier(c->k->pool);
+    if (i && nshares > 1 && !rows) edge_pool_barrier(c->k->pool);
 #ifdef EDGE_PROFILE
     const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
-    run_share(&c->jobs[i], share, nshares);
+    if (rows)
+      run_rows(&c->jobs[i], share, nshares);
+    else
+      run_share(&c->jobs[i], share, nshares);
 #ifdef EDGE_PROFILE
     const unsigned long long dt = __builtin_ia32_rdtsc() - t_op;
     if (nshares == 1)
@@ -1170,7 +1191,7 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     const int rc = run_measured(&k->chain_threads, k->pool, run_chain, &c);
     if (rc) {
       char what[32];
-      snprintf(what, sizeof(what), "%d ops as one job", k->nops);
+      snprintf(what, sizeof(what), "%d ops as one job (%s)", k->nops, k->chain_rows ? "rows" : "panels");
       log_choice(k, what, &k->chain_threads, rc);
     }
   } else {

@@ -44,6 +44,8 @@ MODELS = {
     # enough work at batch 1 for the op chain to be tried as one pool job
     "i8_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x4", "int8"),
     "f32_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x1", "float32"),
+    # ~400 KB of float32 weights in the chain: more than the rows split's budget (each thread would read all)
+    "f32_chain_big": lambda: mlp((2000, 100, 10), 0.5, "16x1", "float32"),
     # one layer each, fed random int8 (no ReLU zeros upstream to hide a lost block): 7, 6 and 5 output
     # panels, i.e. a full group of four in the batch-1 stream plus a last group of 3, 2 and 1 panels
     "i8_stream_4_3": lambda: mlp((96, 112), 0.75, "16x4", "int8", seed=3),
@@ -166,7 +168,8 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
 
 @pytest.mark.parametrize(("name", "batch", "split"), [("i8_wide", 4, "rows"), ("f32_flatten", 40, "rows"),
                                                      ("i8_16x4", 30, "rows"), ("i8_chain_b1", 1, "panels"),
-                                                     ("f32_chain_b1", 1, "panels"), ("i8_wide", 3, "rows")])
+                                                     ("f32_chain_b1", 1, "panels"), ("i8_wide", 3, "rows"),
+                                                     ("f32_chain_big", 2, "panels")])
 def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, split, capfd):
     """Ops too small to split one by one run as one pool job (their first 16 invokes alternate that
     and one thread): at batch 1 each thread takes its output panels of every op, with a barrier

@@ -354,6 +354,10 @@ typedef struct Op {
 } Op;
 
 #define CHAIN_MAX_OPS 64
+/* weights (bytes, as stored) up to which an op chain with rows to spare splits rows, not panels:
+ * half the smallest per-core L2 of the x86 and Arm cores this targets (1 MB and up on current
+ * server cores, 512 KB on many phone cores) */
+#define CHAIN_ROWS_MAX_BYTES (256.0 * 1024.0)
 
 typedef struct Kernel {
   DelegateData* dd;
@@ -999,9 +1003,16 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
   /* With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
    * an earlier op's output or of a partition input (a claimed RESHAPE keeps the bytes, and with
    * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
-   * no barriers, and no activations crossing cores. */
+   * no barriers, and no activations crossing cores.  Each thread then reads all the weights, so
+   * only while they fit a core's L2 (CHAIN_ROWS_MAX_BYTES); beyond, panels halve each one's share. */
   int chain_rows = chain && k->ops[0].s.M >= 2;
-  for (int i = 1; i < k->nops && chain_rows; i++) chain_rows = k->ops[i].s.M == k->ops[0].s.M;
+  double chain_bytes = 0.0;
+  for (int i = 0; i < k->nops && chain_rows; i++) {
+    const OpSpec* s = &k->ops[i].s;
+    chain_rows = s->M == k->ops[0].s.M;
+    chain_bytes += (double)s->N * s->K * (1.0 - s->sparsity) * (s->dtype == EDGE_F32 ? 4 : 1);
+  }
+  chain_rows = chain_rows && chain_bytes <= CHAIN_ROWS_MAX_BYTES;
   if (chain_rows != k->chain_rows) memset(&k->chain_threads, 0, sizeof(k->chain_threads));
   k->chain_rows = chain_rows;
   if (chain != k->chain || nt != k->chain_nt) {

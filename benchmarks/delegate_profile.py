@@ -94,7 +94,7 @@ _OP = re.compile(r"node (\d+) M=(\d+) K=(\d+) N=(\d+): (\d+) cycles")
 _TRIAL = re.compile(r"node (\d+): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 _INVOKE = re.compile(r"profile: \d+ invokes, (\d+) cycles each")
 _HALF = re.compile(r"pool job node (\d+): share 0 (\d+) cycles, share 1 (\d+) cycles")
-_CHAIN = re.compile(r"(\d+) ops as one job(?: \(\w+\))?: (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
+_CHAIN = re.compile(r"(\d+) ops as one job \((\w+)\): (\d+) threads ([\d.]+)us, 1 thread ([\d.]+)us \(best of \d+\) -> (.+)$")
 
 
 def build_profile_library(tmp: Path) -> Path:
@@ -185,9 +185,9 @@ def chain_trials(lenet: dict[str, Path]) -> list[dict]:
                 log = run_child(cd.library_path(), model, batch, 2, 40, "min_sparsity=0,verbose=1")
                 for m in (_CHAIN.search(line) for line in log.splitlines()):
                     if m:
-                        rows.append({"ticket": name, "batch": batch, "run": run, "ops": int(m[1]),
-                                     "threads": int(m[2]), "pool_us": float(m[3]), "one_thread_us": float(m[4]),
-                                     "choice": m[5]})
+                        rows.append({"ticket": name, "batch": batch, "run": run, "ops": int(m[1]), "split": m[2],
+                                     "threads": int(m[3]), "pool_us": float(m[4]), "one_thread_us": float(m[5]),
+                                     "choice": m[6]})
     return rows
 
 
@@ -262,6 +262,7 @@ def write(out: Path, r: dict) -> None:
           "Machine and versions: " + ", ".join(f"{k}={v}" for k, v in m.items()), "",
           "Settings: " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()), "",
           "Cycles are TSC cycles (the TSC runs at the nominal clock; the cores may boost), means per invoke",
+          "after the first 100 (in profiles up to 3bcee0c the warm-up, with a few slow pool wake-ups, was in them)",
           "from a `-DEDGE_PROFILE` build of the delegate while LiteRT runs the model from Python.", "",
           "## LeNet-300-100 int8 16x4 ticket, batch 1, 1 thread", "", f"Ticket: {r['lenet_ticket']}.", "",
           "| node | M | K | N | cycles |", "|---|---|---|---|---|"]
@@ -295,19 +296,22 @@ def write(out: Path, r: dict) -> None:
     md += [f"| {t['config']} | {t['median']:.1f} | {t['min']:.1f}-{t['max']:.1f} | {base / t['median']:.2f}x |"
            for t in mx["times_us"]]
     md += ["", "## One pool job per invoke: LeNet-300-100 tickets on 2 threads (whole graph claimed)", "",
-           "The partition's first 16 invokes alternate one pool job for all its ops (barriers between ops) and",
+           "The partition's first 16 invokes alternate one pool job for all its ops (split: `panels`, each",
+           "thread's output panels of every op with barriers between ops; `rows`, each thread's rows through",
+           "the whole chain) and",
            "one thread; best of 8 each, as the verbose log reports them. Float32 ticket: "
            f"{r['lenet_f32_ticket']}.", "",
            "Three processes per configuration. The trials come right after the pool is created; the worker",
            "starts on another CPU than the caller (until 7c8522c Linux could leave it on the caller's vCPU",
            "for milliseconds, and those trials timed the two shares taking turns: rows of ~160 us).", "",
-           "| ticket | batch | process | ops | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
-           "|---|---|---|---|---|---|---|---|"]
-    md += trial_rows(r["lenet_chain_trials"], ("ticket", "batch", "run", "ops"))
+           "| ticket | batch | process | ops | split | pool (us) | 1 thread (us) | pool / 1 thread | kept |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    md += trial_rows(r["lenet_chain_trials"], ("ticket", "batch", "run", "ops", "split"))
     md += ["", "## Pool halves in steady state: LeNet-300-100 tickets on 2 threads", "",
            "Each path forced for 20000 invokes in its own process (`EDGE_PROFILE_THREADS=one|pool`, profile",
            "builds only). Per op: TSC cycles on one thread, and each share's part of it in the pool job",
-           "(barrier waits excluded); an even split on two free cores would take 50 %. The invoke rows give",
+           "(barrier waits excluded; the chain splits panels at batch 1 and rows at batch 8); an even split on",
+           "two free cores would take 50 %. The invoke rows give",
            "the delegate's whole invoke (hand-off, barriers and waits included).", "",
            "| ticket | batch | node | 1 thread | share 0 | share 1 | slower share / 1 thread |",
            "|---|---|---|---|---|---|---|"]

@@ -189,8 +189,9 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, s
 def _recheck_model_and_inputs():
     """512 -> 256 -> 64 at batch 8: big enough that the trials usually choose the pool on this
     2-vCPU VM (6 of 7 processes when this was written), so the checks have a pool to judge. Two
-    inputs, used in turn: a share that read the other's stale outputs (a missing barrier) would
-    compute the previous input's answer."""
+    inputs, used in turn: a share that read stale outputs (the chain splits rows here, so one that
+    strayed into the other thread's rows; with panels, a missing barrier) would compute the
+    previous input's answer."""
     model = mlp((512, 256, 64), 0.8, "16x1", "float32")
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
     xs = [_input(ai.Interpreter(model_content=model), 8, seed) for seed in (7, 8)]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_delegate_models import convnet, mlp, op_names
+from test_delegate_models import convnet, mlp, op_names, trailing_block_mlp
 
 import converters.delegate as cd
 import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
@@ -118,36 +118,16 @@ def test_int8_densify_model_that_xnnpack_rejects_runs_with_the_delegate():
     _assert_same(_run(it, x), _reference(model, x))
 
 
-def _project_sparse_model(mode: str, in_f: int, block: int) -> tuple[bytes, np.ndarray]:
-    """A 1xblock-pruned in_f -> 24 -> 10 MLP written by the project's own sparse-tensor writer
-    (``convert(..., sparse="project")``: FC version 8 weights, and a PAD in front where in_f is not
-    a multiple of the block), with non-zeros in the trailing partial block."""
-    import tf_keras as keras
-
-    from converters.tflite import convert
-
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.layers.Input((in_f,)), keras.layers.Dense(24, activation="relu"),
-                              keras.layers.Dense(10)])
-    k, b = model.layers[0].get_weights()
-    rng = np.random.default_rng(0)
-    mask = np.zeros_like(k)
-    for o in range(k.shape[1]):
-        for j in range(0, in_f, block):
-            if rng.random() < 0.25 or (j + block > in_f and o % 2 == 0):
-                mask[j:j + block, o] = 1
-    model.layers[0].set_weights([k * mask, b])
-    x = np.random.default_rng(2).uniform(-1, 1, (64, in_f)).astype(np.float32)
-    return convert(model, mode, x, sparse="project"), x
-
-
 @pytest.mark.parametrize(("mode", "in_f", "block"), [("int8", 60, 16), ("int8", 64, 16), ("float32", 62, 4),
                                                       ("float32", 30, 1)])
 def test_the_projects_own_sparse_encoding_is_claimed_and_exact(mode, in_f, block, capfd):
     """Models from converters.sparse_tensor (the project's packing of TFLite's sparse format: int8
     1x16, float32 1x4 or CSR, PAD-widened inputs) run through the delegate, which claims the sparse
     FC and matches LiteRT's own sparse kernels; XNNPACK or the builtins take the PAD."""
-    model, xs = _project_sparse_model(mode, in_f, block)
+    from converters.tflite import convert
+
+    keras_model, xs = trailing_block_mlp(in_f, block)
+    model = convert(keras_model, mode, xs, sparse="project")
     assert "FULLY_CONNECTED" in op_names(model)
     it = cd.interpreter(model, options={"verbose": True})
     plain = ai.Interpreter(model_content=model)

@@ -1,4 +1,4 @@
-"""Tiny pruned models for the sparse delegate tests (builders only; this module holds no tests).
+"""Tiny pruned models for the sparse delegate and sparse-tensor tests (builders only; this module holds no tests).
 
 Models are built with tf_keras, pruned to a pattern by magnitude, and converted with the real
 TFLite converter (float32, or int8 full-integer with representative data; optionally with
@@ -138,6 +138,32 @@ def convnet(
             k = np.transpose(flat.reshape(co, kh, kw, ci), (1, 2, 3, 0))
             layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
     return _convert(model, dtype, rep_range, sparse_format, (hw, hw, cin), seed)
+
+
+def trailing_block_mlp(in_f: int, block: int):
+    """An in_f -> 24 -> 10 MLP (tf_keras, not converted) whose first kernel has 1xblock sparsity and
+    non-zeros in the trailing partial block of every other output, and inputs for it: what the
+    project's sparse-tensor writer must keep whole (the converter drops those columns)."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.layers.Input((in_f,)), keras.layers.Dense(24, activation="relu"),
+                              keras.layers.Dense(10)])
+    k, b = model.layers[0].get_weights()
+    rng = np.random.default_rng(0)
+    mask = np.zeros_like(k)
+    full = in_f // block
+    for o in range(k.shape[1]):
+        for j in range(full):
+            if rng.random() < 0.2:
+                mask[j * block:(j + 1) * block, o] = 1
+        if o % 2 == 0:
+            mask[full * block:, o] = 1
+    k = k * mask
+    k[full * block:, ::2] *= 4  # make the trailing columns matter
+    model.layers[0].set_weights([k, b])
+    x = np.random.default_rng(2).random((24, in_f)).astype(np.float32)
+    return model, x
 
 
 def op_names(model: bytes) -> list[str]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_delegate_models import trailing_block_mlp
 
 from converters import ConverterError
 from converters.sparse_tensor import decode_fc, decode_sparsity, encode_fc, read_model
@@ -31,33 +32,9 @@ def test_block_must_divide_in_features():
         encode_fc(np.zeros((2, 20), np.int8), 16)
 
 
-def _trailing_model(in_f: int, block: int):
-    """Dense in_f -> 24 with 1xblock sparsity and non-zeros in the trailing partial block."""
-    import tf_keras as keras
-
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.layers.Input((in_f,)), keras.layers.Dense(24, activation="relu"),
-                              keras.layers.Dense(10)])
-    k, b = model.layers[0].get_weights()
-    rng = np.random.default_rng(0)
-    mask = np.zeros_like(k)
-    full = in_f // block
-    for o in range(k.shape[1]):
-        for j in range(full):
-            if rng.random() < 0.2:
-                mask[j * block:(j + 1) * block, o] = 1
-        if o % 2 == 0:
-            mask[full * block:, o] = 1
-    k = k * mask
-    k[full * block:, ::2] *= 4  # make the trailing columns matter
-    model.layers[0].set_weights([k, b])
-    x = np.random.default_rng(2).random((24, in_f)).astype(np.float32)
-    return model, x
-
-
 @pytest.mark.parametrize("mode,in_f,block", [("int8", 60, 16), ("float32", 62, 4)])
 def test_project_sparse_matches_dense_where_converter_drops_columns(mode, in_f, block):
-    model, x = _trailing_model(in_f, block)
+    model, x = trailing_block_mlp(in_f, block)
     dense = run_litert(convert(model, mode, x), x)
     mine_bytes = convert(model, mode, x, sparse="project")
     mine = run_litert(mine_bytes, x)

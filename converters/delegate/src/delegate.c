@@ -992,35 +992,29 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     }
     op->parallel = parallel;
   }
-  /* ops too small to split one by one (batch-1 layers) may still pay as one job for the chain */
-  int chain = nt > 1 && k->nops <= CHAIN_MAX_OPS;
-  double chain_work = 0.0;
-  for (int i = 0; i < k->nops && chain; i++) {
-    const Op* op = &k->ops[i];
-    chain = op->direct && !op->parallel;
-    chain_work += (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
-  }
-  chain = chain && chain_work > 20000.0;
-  /* With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
+  /* ops too small to split one by one (batch-1 layers) may still pay as one job for the chain.
+   * With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
    * an earlier op's output or of a partition input (a claimed RESHAPE keeps the bytes, and with
    * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
    * no barriers, and no activations crossing cores.  Each thread then reads all the weights, so
    * only while they fit a core's L2 (CHAIN_ROWS_MAX_BYTES); beyond, panels halve each one's share. */
-  int chain_rows = chain && k->ops[0].s.M >= 2;
-  double chain_bytes = 0.0;
-  for (int i = 0; i < k->nops && chain_rows; i++) {
+  int chain = nt > 1 && k->nops <= CHAIN_MAX_OPS, same_rows = 1;
+  double chain_work = 0.0, chain_bytes = 0.0;
+  for (int i = 0; i < k->nops && chain; i++) {
     const OpSpec* s = &k->ops[i].s;
-    chain_rows = s->M == k->ops[0].s.M;
+    chain = k->ops[i].direct && !k->ops[i].parallel;
+    chain_work += (double)s->M * s->N * (s->K * (1.0 - s->sparsity) + 16.0);
     chain_bytes += (double)s->N * s->K * (1.0 - s->sparsity) * (s->dtype == EDGE_F32 ? 4 : 1);
+    same_rows = same_rows && s->M == k->ops[0].s.M;
   }
-  chain_rows = chain_rows && chain_bytes <= CHAIN_ROWS_MAX_BYTES;
-  if (chain_rows != k->chain_rows) memset(&k->chain_threads, 0, sizeof(k->chain_threads));
-  k->chain_rows = chain_rows;
-  if (chain != k->chain || nt != k->chain_nt) {
+  chain = chain && chain_work > 20000.0;
+  const int chain_rows = chain && same_rows && k->ops[0].s.M >= 2 && chain_bytes <= CHAIN_ROWS_MAX_BYTES;
+  if (chain != k->chain || nt != k->chain_nt || chain_rows != k->chain_rows) { /* measure again */
     memset(&k->chain_threads, 0, sizeof(k->chain_threads));
     k->chain_nt = nt;
   }
   k->chain = chain;
+  k->chain_rows = chain_rows;
   if (sb > k->scratch_bytes || !k->scratch) {
     if (k->scratch)
       for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);

@@ -58,6 +58,7 @@ typedef struct Q16 {
   __m512i rc_e, rc_o, sh32; /* fused rounding (EdgeEpilogue.fused) */
   __mmask16 lanes;
   int mode, any_ls, fused;
+  int clamp_lo, clamp_hi; /* the activation range is narrower than the int8 range on that side */
 } Q16;
 
 /* The epilogue arrays are allocated to a multiple of 16 channels (zero padded), so whole
@@ -70,6 +71,8 @@ static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int 
   q.mult_odd = _mm512_srli_epi64(q.mult, 32);
   q.lo = _mm512_set1_epi32(e->qmin);
   q.hi = _mm512_set1_epi32(e->qmax);
+  q.clamp_lo = e->qmin > INT8_MIN;
+  q.clamp_hi = e->qmax < INT8_MAX;
   q.mode = e->rmode;
   q.fused = e->fused;
   if (q.fused) { /* rc = 2^30 + (2 zp + 1) << (sh - 1) per 64-bit lane (see edge_epilogue_fuse) */
@@ -96,7 +99,18 @@ static inline Q16 q16_load_bias(const EdgeEpilogue* e, const int32_t* bias, int 
 
 static inline Q16 q16_load(const EdgeEpilogue* e, int n, int nr) { return q16_load_bias(e, e->bias_u8, n, nr); }
 
-/* v = acc + bias -> requantized, offset and clamped int32 lanes (not yet narrowed). */
+/* Clamps to the activation range what the saturating narrowing to int8 (narrow8) does not: with
+ * no activation, or one whose range covers the int8 range (ReLU with the zero point at -128, the
+ * converter's usual choice), that is nothing. */
+static inline __m512i clamp16(const Q16* q, __m512i v) {
+  if (q->clamp_lo) v = _mm512_max_epi32(v, q->lo);
+  if (q->clamp_hi) v = _mm512_min_epi32(v, q->hi);
+  return v;
+}
+
+static inline __m128i narrow8(__m512i v) { return _mm512_cvtsepi32_epi8(v); }
+
+/* v = acc + bias -> requantized, offset int32 lanes, clamped as far as narrow8 does not. */
 static inline __m512i requant16_biased(const Q16* q, __m512i v) {
   if (q->fused) { /* see EdgeEpilogue.fused: the zero point is already in rc */
     __m512i pe = _mm512_mul_epi32(v, q->mult);
@@ -112,7 +126,7 @@ static inline __m512i requant16_biased(const Q16* q, __m512i v) {
      * cheaper than two 64-bit shifts and a blend on cores that split 512-bit operations in two */
     const __m512i hi_dwords = _mm512_set_epi32(31, 15, 29, 13, 27, 11, 25, 9, 23, 7, 21, 5, 19, 3, 17, 1);
     v = _mm512_srav_epi32(_mm512_permutex2var_epi32(te, hi_dwords, to), q->sh32);
-    return _mm512_min_epi32(_mm512_max_epi32(v, q->lo), q->hi);
+    return clamp16(q, v);
   }
   if (q->mode == EDGE_ROUND_SINGLE) {
     v = single16(v, q->mult, q->ts);
@@ -121,20 +135,20 @@ static inline __m512i requant16_biased(const Q16* q, __m512i v) {
     v = srdhm16(v, q->mult, q->mult_odd);
     v = rdbpot16(v, q->rs, q->rmask, q->rthr, q->mode == EDGE_ROUND_DOUBLE_AWAY);
   }
-  return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, q->zp), q->lo), q->hi);
+  return clamp16(q, _mm512_add_epi32(v, q->zp));
 }
 
-/* acc (bias not yet added) -> requantized, offset and clamped int32 lanes. */
+/* acc (bias not yet added) -> as requant16_biased. */
 static inline __m512i requant16(const Q16* q, __m512i acc) { return requant16_biased(q, _mm512_add_epi32(acc, q->bias)); }
 
 /* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, the valid lanes stored. */
 static inline void store_q8_16(const Q16* q, __m512i acc, int8_t* y) {
-  _mm_mask_storeu_epi8(y, q->lanes, _mm512_cvtepi32_epi8(requant16(q, acc)));
+  _mm_mask_storeu_epi8(y, q->lanes, narrow8(requant16(q, acc)));
 }
 
 /* The same for an accumulator that started at the bias. */
 static inline void store_q8_16_biased(const Q16* q, __m512i v, int8_t* y) {
-  _mm_mask_storeu_epi8(y, q->lanes, _mm512_cvtepi32_epi8(requant16_biased(q, v)));
+  _mm_mask_storeu_epi8(y, q->lanes, narrow8(requant16_biased(q, v)));
 }
 
 /* The vector epilogue over channels [0, n) on the bias_s8 path (the kernel table's requant entry). */
@@ -288,7 +302,7 @@ static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const
     const Q16 q = q16_load(e, n, nr);
     if (b0 == b1) { /* a fully pruned panel: every row is the requantized bias (90 % of a conv's
                      * 2 x 16 blocks is none of them) */
-      const __m128i c = _mm512_cvtepi32_epi8(requant16(&q, _mm512_setzero_si512()));
+      const __m128i c = narrow8(requant16(&q, _mm512_setzero_si512()));
       for (int m = 0; m < M; m++) _mm_mask_storeu_epi8(y + (size_t)m * ldy + n, q.lanes, c);
       continue;
     }

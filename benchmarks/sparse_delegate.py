@@ -300,11 +300,23 @@ class Runner:
         x = (rng.integers(-128, 128, d["shape"]).astype(np.int8) if d["dtype"] == np.int8
              else rng.uniform(0, 1, d["shape"]).astype(np.float32))
         self.it.set_tensor(d["index"], x)
-        self.it.invoke()
-        t0 = time.perf_counter()
-        self.it.invoke()
-        one = time.perf_counter() - t0
-        self.n = int(max(5, min(20000, 0.02 / max(one, 1e-7))))  # ~20 ms per sample
+        self.n = int(max(5, min(20000, 0.02 / max(self._steady_invoke_s(), 1e-7))))  # ~20 ms per sample
+
+    def _steady_invoke_s(self) -> float:
+        """Seconds per invoke once past the delegate's thread trials (its first 16 invokes time one
+        thread against the pool, and a pool trial can wait milliseconds for a sleeping worker): up
+        to commit 16b2b21 one early invoke set the sample size, which left some 2-thread delegate
+        configurations with samples of 8 to a few hundred invokes instead of ~20 ms."""
+        invoke = self.it.invoke
+        for _ in range(48):
+            invoke()
+        runs, t0 = 0, time.perf_counter()
+        while True:
+            invoke()
+            runs += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= 0.005 and runs >= 5:
+                return elapsed / runs
 
     def sample(self) -> float:
         invoke = self.it.invoke

@@ -134,3 +134,29 @@ def test_requant_check_rejects_bad_arguments():
               bad_shift.ctypes.data_as(p32), 0, -128, 127, y.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))) is None
     assert fn(b"scalar", 7, 1, one.ctypes.data_as(p32), one.ctypes.data_as(p32), one.ctypes.data_as(p32),
               one.ctypes.data_as(p32), 0, -128, 127, y.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))) is None
+
+
+@pytest.mark.parametrize(("zp", "lo", "hi"), [(-128, -128, 127), (-5, -5, 127), (17, 17, 90), (3, 40, 127)])
+def test_ties_away_equal_ties_up_when_the_lower_clamp_is_at_or_above_the_zero_point(zp, lo, hi):
+    """The delegate runs a CONV_2D with a ReLU-like clamp (lower bound >= output zero point) with ties
+    toward +inf instead of TFLite's ties away from zero (setup_epilogue), which is cheaper. The two
+    differ only where the high-mul result is negative, and there both outputs are the zero point or
+    less, which such a clamp maps to the same byte; this checks that on the generator's accumulators,
+    aimed at ties, and that the two differ before clamping (so the test can tell)."""
+    rng = np.random.default_rng(zp + 1000)
+    acc, bias, mult, shift = _cases(rng, 4000)
+    shift[::2] = rng.integers(-22, 0, len(shift[::2]))
+    # exact ties of the rounding right shift, negative and positive: x = (2k + 1) * 2^(r-1)
+    r = rng.integers(1, 12, 400)
+    k = rng.integers(-300, 300, 400)
+    tie_x = (2 * k + 1) * (1 << (r - 1))
+    cases = list(zip(acc, bias, mult, shift, strict=True))
+    cases += [(int(x) << 1, 0, 2**30, -int(e)) for x, e in zip(tie_x, r, strict=True)]  # srdhm(2x, 2^30) = x
+    for a, b, m, s in cases:
+        away = reference(int(a), int(b), int(m), int(s), "double_away", zp, lo, hi)
+        up = reference(int(a), int(b), int(m), int(s), "double_up", zp, lo, hi)
+        assert away == up, (a, b, m, s)
+    unclamped = [(a, b, m, s) for a, b, m, s in cases
+                 if reference(int(a), int(b), int(m), int(s), "double_away", zp, INT32_MIN, INT32_MAX)
+                 != reference(int(a), int(b), int(m), int(s), "double_up", zp, INT32_MIN, INT32_MAX)]
+    assert unclamped, "no case where the roundings differ without the clamp: the test would prove nothing"

@@ -697,6 +697,12 @@ static int setup_epilogue(EdgeContext* ctx, Op* op, const void* w, int rounding)
     op->ep.rmode = EDGE_ROUND_DOUBLE_AWAY;
   else
     op->ep.rmode = rounding == ROUNDING_REFERENCE ? EDGE_ROUND_SINGLE : EDGE_ROUND_DOUBLE_UP;
+  /* Ties away from zero and ties toward +inf differ only where the high-mul result x is negative,
+   * and there the rounding right shift gives 0 or less either way, so the output is zp or less;
+   * a lower clamp at zp or above (ReLU, ReLU6) turns both into the same byte. The cheaper
+   * rounding saves the fused epilogue its sign fix-up (4 of ~12 vector operations per 16 outputs
+   * of a 1x1 convolution). */
+  if (op->ep.rmode == EDGE_ROUND_DOUBLE_AWAY && lo >= zp) op->ep.rmode = EDGE_ROUND_DOUBLE_UP;
   op->ep.zp_out = zp;
   op->ep.qmin = lo;
   op->ep.qmax = hi;

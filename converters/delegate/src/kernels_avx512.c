@@ -175,28 +175,41 @@ static inline __m512i bcast_u4(const int8_t* p) { /* input already stored as x ^
 static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored);
 
-/* Small inputs are converted to unsigned (x ^ 0x80) once, so every stored block costs a single
- * broadcast load and one vpdpbusd; larger ones convert on the fly. */
+/* Inputs are converted to unsigned (x ^ 0x80) once, in chunks of rows that fit a stack buffer, so
+ * every stored block costs a single broadcast load and one vpdpbusd. Converting on the fly costs a
+ * scalar load, a xor and a broadcast from a general register per block and row, which was most of
+ * the time of a 1x1 convolution with few input channels at batch 8. The conversion itself costs
+ * about K / 64 vector operations per row, so rows whose panels keep one block per 8
+ * input columns or fewer (where the two came out even in a harness on mobilenet shapes), and rows longer
+ * than the buffer, convert on the fly; small inputs always convert (the batch-1 stream needs it). */
 static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
                           int ldy, int n0, int n1) {
   const int K = p->K;
-  if ((size_t)M * K <= EDGE_STREAM_MAX_K) {
-    int8_t xs[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (int m = 0; m < M; m++) {
-      const int8_t* src = (const int8_t*)xv + (size_t)m * ldx;
-      int8_t* dst = xs + (size_t)m * K;
+  const int64_t blocks = (int64_t)p->ptr[(n1 + 15) / 16] - p->ptr[n0 / 16];
+  if (K > EDGE_STREAM_MAX_K || ((size_t)M * K > EDGE_STREAM_MAX_K && blocks * 8 <= K)) {
+    vnni_i8_panel_impl(p, e, (const int8_t*)xv, M, ldx, yv, ldy, n0, n1, 0);
+    return;
+  }
+  int8_t xs[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  int chunk = EDGE_STREAM_MAX_K / K;
+  if (chunk >= 8) chunk &= ~3; /* whole groups of four rows for the row loop */
+  for (int m0 = 0; m0 < M; m0 += chunk) {
+    const int mc = M - m0 < chunk ? M - m0 : chunk;
+    /* rows stored back to back (ldx == K, as convolutions pass them) convert as one run */
+    const int runs = ldx == K ? 1 : mc, len = ldx == K ? mc * K : K;
+    for (int r = 0; r < runs; r++) {
+      const int8_t* src = (const int8_t*)xv + (size_t)(m0 + r) * ldx;
+      int8_t* dst = xs + (size_t)r * K;
       int k = 0;
-      for (; k + 64 <= K; k += 64)
+      for (; k + 64 <= len; k += 64)
         _mm512_storeu_si512((void*)(dst + k), _mm512_xor_si512(_mm512_loadu_si512((const void*)(src + k)), flip));
-      if (k < K) {
-        const __mmask64 tail = ((__mmask64)1 << (K - k)) - 1;
+      if (k < len) {
+        const __mmask64 tail = ((__mmask64)1 << (len - k)) - 1;
         _mm512_mask_storeu_epi8(dst + k, tail, _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, src + k), flip));
       }
     }
-    vnni_i8_panel_impl(p, e, xs, M, K, yv, ldy, n0, n1, 1);
-  } else {
-    vnni_i8_panel_impl(p, e, (const int8_t*)xv, M, ldx, yv, ldy, n0, n1, 0);
+    vnni_i8_panel_impl(p, e, xs, mc, K, (int8_t*)yv + (size_t)m0 * ldy, ldy, n0, n1, 1);
   }
 }
 
@@ -287,7 +300,9 @@ static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int
   }
 }
 
-static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
+/* Not inlined: one copy of the row loop for both of vnni_i8_panel's paths (two inlined copies made
+ * the on-the-fly path ~4 % slower in a harness). */
+static __attribute__((noinline)) void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored) {
   int8_t* y = (int8_t*)yv;
   if (M == 1 && pre_xored && p->s_pan && n0 == 0 && n1 == p->N) {

@@ -111,7 +111,7 @@ static inline __m512i clamp16(const Q16* q, __m512i v) {
 static inline __m128i narrow8(__m512i v) { return _mm512_cvtsepi32_epi8(v); }
 
 /* v = acc + bias -> requantized, offset int32 lanes, clamped as far as narrow8 does not. */
-static inline __m512i requant16_biased(const Q16* q, __m512i v) {
+static inline __m512i requant16(const Q16* q, __m512i v) {
   if (q->fused) { /* see EdgeEpilogue.fused: the zero point is already in rc */
     __m512i pe = _mm512_mul_epi32(v, q->mult);
     __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), q->mult_odd);
@@ -138,17 +138,9 @@ static inline __m512i requant16_biased(const Q16* q, __m512i v) {
   return clamp16(q, _mm512_add_epi32(v, q->zp));
 }
 
-/* acc (bias not yet added) -> as requant16_biased. */
-static inline __m512i requant16(const Q16* q, __m512i acc) { return requant16_biased(q, _mm512_add_epi32(acc, q->bias)); }
-
-/* acc (16 lanes, bias not yet added) for output channels n..n+15 -> int8, the valid lanes stored. */
-static inline void store_q8_16(const Q16* q, __m512i acc, int8_t* y) {
-  _mm_mask_storeu_epi8(y, q->lanes, narrow8(requant16(q, acc)));
-}
-
-/* The same for an accumulator that started at the bias. */
-static inline void store_q8_16_biased(const Q16* q, __m512i v, int8_t* y) {
-  _mm_mask_storeu_epi8(y, q->lanes, narrow8(requant16_biased(q, v)));
+/* v = acc + bias (16 lanes) for output channels n..n+15 -> int8, the valid lanes stored. */
+static inline void store_q8_16(const Q16* q, __m512i v, int8_t* y) {
+  _mm_mask_storeu_epi8(y, q->lanes, narrow8(requant16(q, v)));
 }
 
 /* The vector epilogue over channels [0, n) on the bias_s8 path (the kernel table's requant entry). */
@@ -156,7 +148,7 @@ static void avx512_requant(const EdgeEpilogue* e, const int32_t* acc, int8_t* y,
   for (int i = 0; i < n; i += 16) {
     const int nr = n - i < 16 ? n - i : 16;
     const Q16 q = q16_load_bias(e, e->bias_s8, i, nr);
-    store_q8_16(&q, _mm512_loadu_si512((const void*)(acc + i)), y + i);
+    store_q8_16(&q, _mm512_add_epi32(_mm512_loadu_si512((const void*)(acc + i)), q.bias), y + i);
   }
 }
 
@@ -178,10 +170,10 @@ static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const
 /* Inputs are converted to unsigned (x ^ 0x80) once, in chunks of rows that fit a stack buffer, so
  * every stored block costs a single broadcast load and one vpdpbusd. Converting on the fly costs a
  * scalar load, a xor and a broadcast from a general register per block and row, which was most of
- * the time of a 1x1 convolution with few input channels at batch 8. The conversion itself costs
- * about K / 64 vector operations per row, so rows whose panels keep one block per 8
- * input columns or fewer (where the two came out even in a harness on mobilenet shapes), and rows longer
- * than the buffer, convert on the fly; small inputs always convert (the batch-1 stream needs it). */
+ * the time of a 1x1 convolution with few input channels at batch 8. The conversion costs about
+ * K / 64 vector operations per row, so rows whose panels keep at most one block per 8 input
+ * columns (where the two came out even on mobilenet shapes) convert on the fly, as do rows longer
+ * than the buffer; small inputs always convert (the batch-1 stream needs it). */
 static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
                           int ldy, int n0, int n1) {
   const int K = p->K;
@@ -295,15 +287,16 @@ static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int
     for (int u = 0; u < gs; u++) {
       const int n = p->s_pan[4 * g + u] * 16;
       const Q16 q = q16_load(e, n, p->N - n < 16 ? p->N - n : 16);
-      store_q8_16(&q, acc[u], y + n);
+      store_q8_16(&q, _mm512_add_epi32(acc[u], q.bias), y + n);
     }
   }
 }
 
 /* Not inlined: one copy of the row loop for both of vnni_i8_panel's paths (two inlined copies made
  * the on-the-fly path ~4 % slower in a harness). */
-static __attribute__((noinline)) void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
-                               void* yv, int ldy, int n0, int n1, int pre_xored) {
+__attribute__((noinline)) static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e,
+                                                         const int8_t* x, int M, int ldx, void* yv, int ldy,
+                                                         int n0, int n1, int pre_xored) {
   int8_t* y = (int8_t*)yv;
   if (M == 1 && pre_xored && p->s_pan && n0 == 0 && n1 == p->N) {
     vnni_i8_stream(p, e, x, y);
@@ -317,7 +310,7 @@ static __attribute__((noinline)) void vnni_i8_panel_impl(const EdgePacked* p, co
     const Q16 q = q16_load(e, n, nr);
     if (b0 == b1) { /* a fully pruned panel: every row is the requantized bias (90 % of a conv's
                      * 2 x 16 blocks is none of them) */
-      const __m128i c = narrow8(requant16(&q, _mm512_setzero_si512()));
+      const __m128i c = narrow8(requant16(&q, q.bias));
       for (int m = 0; m < M; m++) _mm_mask_storeu_epi8(y + (size_t)m * ldy + n, q.lanes, c);
       continue;
     }
@@ -335,14 +328,14 @@ static __attribute__((noinline)) void vnni_i8_panel_impl(const EdgePacked* p, co
         a2 = _mm512_dpbusd_epi32(a2, BX(x0 + 2 * (size_t)ldx + k), w);
         a3 = _mm512_dpbusd_epi32(a3, BX(x0 + 3 * (size_t)ldx + k), w);
       }
-      store_q8_16_biased(&q, a0, y + (size_t)m * ldy + n);
-      store_q8_16_biased(&q, a1, y + (size_t)(m + 1) * ldy + n);
-      store_q8_16_biased(&q, a2, y + (size_t)(m + 2) * ldy + n);
-      store_q8_16_biased(&q, a3, y + (size_t)(m + 3) * ldy + n);
+      store_q8_16(&q, a0, y + (size_t)m * ldy + n);
+      store_q8_16(&q, a1, y + (size_t)(m + 1) * ldy + n);
+      store_q8_16(&q, a2, y + (size_t)(m + 2) * ldy + n);
+      store_q8_16(&q, a3, y + (size_t)(m + 3) * ldy + n);
     }
     for (; m < M; m++) {
       const __m512i acc = vnni_row_acc(p, x + (size_t)m * ldx, b0, b1, pre_xored);
-      store_q8_16(&q, acc, y + (size_t)m * ldy + n);
+      store_q8_16(&q, _mm512_add_epi32(acc, q.bias), y + (size_t)m * ldy + n);
     }
   }
 }

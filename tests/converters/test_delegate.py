@@ -188,13 +188,14 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
 
 @pytest.mark.parametrize(("name", "batch", "split"), [("i8_wide", 4, "rows"), ("f32_flatten", 40, "rows"),
                                                      ("i8_16x4", 30, "rows"), ("i8_chain_b1", 1, "panels"),
-                                                     ("f32_chain_b1", 1, "panels"), ("i8_wide", 3, "rows"),
+                                                     ("f32_chain_b1", 1, "pair"), ("i8_wide", 3, "rows"),
                                                      ("f32_chain_big", 2, "panels")])
 def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, split, capfd):
     """Ops too small to split one by one run as one pool job (their first 16 invokes alternate that
     and one thread): at batch 1 each thread takes its output panels of every op, with a barrier
-    between ops; with more rows each takes its rows through the whole chain. Each of those invokes,
-    and those after, stays exact."""
+    between ops (float32: the first two ops as a pair, the second split along its inputs); with
+    more rows each takes its rows through the whole chain. Each of those invokes, and those after,
+    stays exact."""
     model = MODELS[name]()
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
     plain = ai.Interpreter(model_content=model, experimental_op_resolver_type=REF)
@@ -204,6 +205,34 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, s
     decisions = [line for line in capfd.readouterr().err.splitlines() if f"as one job ({split}): 2 threads" in line]
     assert len(decisions) == 1, f"the op chain was not tried as one pool job split by {split}"
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_float32_one_column_blocks_past_16_bit_columns(batch):
+    """Past 65536 inputs the 16x1 kernels read 32-bit column numbers (the 16-bit copy is not built):
+    up to 3314385 the rows left over after groups of four (batch 1 among them) read the missing
+    16-bit copy and crashed the process."""
+    model = mlp((70000, 32), 0.9, "16x1", "float32")
+    x = _input(ai.Interpreter(model_content=model), batch, 11)
+    it = cd.interpreter(model, options={"layouts": "16x1", "min_sparsity": 0})
+    _assert_same(_run(it, x), _reference(model, x))
+
+
+def test_float32_pair_gives_the_same_bits_on_one_thread_and_on_the_pool(capfd):
+    """The pair's second op is summed in the same parts on one thread as on two (the split along its
+    inputs that the threads take), so the trials, which alternate the two, give one output bit for
+    bit; the threads' ranges cover every output of the first op once."""
+    model = MODELS["f32_chain_b1"]()
+    it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
+    x = _input(ai.Interpreter(model_content=model), 1, 5)
+    outs = [_run(it, x) for _ in range(20)]
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    _assert_same(outs[0], _reference(model, x))
+    err = capfd.readouterr().err
+    ranges = [tuple(map(int, m)) for m in re.findall(r"as a pair, thread \d: outputs (\d+)-(\d+) of node", err)]
+    assert len(ranges) == 2 and ranges[0][0] == 0 and ranges[1][0] == ranges[0][1] + 1 and ranges[1][1] == 159, ranges
+    assert re.search(r"as one job \(pair\): 2 threads [0-9.]+us, 1 thread [0-9.]+us \(best of 8\) -> ", err)
 
 
 def _recheck_model_and_inputs():

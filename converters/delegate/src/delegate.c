@@ -335,7 +335,23 @@ typedef struct ThreadChoice {
   double busy;          /* running time since the last re-check */
 } ThreadChoice;
 
-typedef struct Op {
+typedef struct Op Op;
+typedef struct Kernel Kernel;
+
+/* One op's run: its tensors' memory for this invoke. */
+typedef struct Job {
+  Kernel* k;
+  Op* op;
+  const void* x;
+  void* y;
+} Job;
+
+typedef struct Chain {
+  Kernel* k;
+  Job* jobs;
+} Chain;
+
+struct Op {
   OpSpec s;
   EdgePacked pk;
   EdgeEpilogue ep;
@@ -346,12 +362,17 @@ typedef struct Op {
   int direct; /* conv whose input rows are the GEMM rows (1x1, stride 1, no padding) */
   int8_t pad8;
   int parallel;   /* enough work to try splitting it over the pool */
+  /* written on every run of the op, by the calling thread only: padded off the lines of the
+   * fields pool workers read (see Kernel) */
+  char pad_threads0[64];
   ThreadChoice threads;
+  char pad_threads1[64];
   int trial_M, trial_nt; /* rows and threads the trials were for (a re-prepare keeps them) */
+  Job job; /* the argument of its pool jobs, rewritten only when its tensors move (see chain_jobs) */
 #ifdef EDGE_PROFILE
   unsigned long long prof_cycles;
 #endif
-} Op;
+};
 
 #define CHAIN_MAX_OPS 64
 /* weights (bytes, as stored) up to which an op chain with rows to spare splits rows, not panels:
@@ -359,7 +380,7 @@ typedef struct Op {
  * server cores, 512 KB on many phone cores) */
 #define CHAIN_ROWS_MAX_BYTES (256.0 * 1024.0)
 
-typedef struct Kernel {
+struct Kernel {
   DelegateData* dd;
   int nops;
   Op* ops;
@@ -379,7 +400,22 @@ typedef struct Kernel {
    * single ops */
   int chain, chain_nt;
   int chain_rows; /* the chain splits rows, not output panels (see prepare) */
+  /* batch-1 f32 chains: the first two ops run as a pair (see run_pair); pair_nt threads' parts */
+  int chain_pair, pair_nt;
+  int* pair_p;        /* pair_nt + 1 panel boundaries of the first op's outputs, one range per thread */
+  int32_t* pair_cut;  /* (pair_nt + 1) x npanels of the second op: its blocks by the same column ranges */
+  float** pair_buf;   /* per thread: the second op's partial sums, 16 x npanels floats */
+  /* a chain job's argument: the ops' tensors, rewritten only when they move, so that a worker
+   * starting a job reads lines it already holds; every line the calling thread writes per invoke
+   * costs each worker a cache-line transfer (~200 TSC cycles here), and reading the argument off
+   * the caller's stack took several of them one after another */
+  Job* chain_jobs;
+  Chain chain_arg;
+  char pad_threads0[64];
+  /* written on every invoke, by the calling thread only */
   ThreadChoice chain_threads;
+  int pair_pooled; /* the last run_pair went to the pool: pair_finish adds up pair_buf */
+  char pad_threads1[64];
   void** scratch;
   size_t scratch_bytes;
   char error[256];
@@ -389,7 +425,7 @@ typedef struct Kernel {
   /* the op chain as a pool job: cycles of each share's part of each op (barrier waits excluded) */
   unsigned long long prof_pool_jobs, prof_share[2][CHAIN_MAX_OPS];
 #endif
-} Kernel;
+};
 
 #define IM2COL_ROWS 64
 /* Whether splitting an op over threads pays is measured, not assumed: the first 2 * THREAD_TRIALS
@@ -797,6 +833,96 @@ static void op_free(Op* op) {
   free(op->fsh);
 }
 
+static void pair_free(Kernel* k) {
+  if (k->pair_buf)
+    for (int i = 0; i < k->pair_nt; i++) free(k->pair_buf[i]);
+  free(k->pair_buf);
+  free(k->pair_p);
+  free(k->pair_cut);
+  k->pair_buf = NULL;
+  k->pair_p = NULL;
+  k->pair_cut = NULL;
+  k->pair_nt = 0;
+}
+
+static int is_panel_layout(int layout) {
+  return layout == EDGE_LAYOUT_DENSE || layout == EDGE_LAYOUT_16X1 || layout == EDGE_LAYOUT_16X4;
+}
+
+/* MACs of an op's stored weights plus ~16 per output for its epilogue (the chain's work measure). */
+static double op_work(const OpSpec* s) { return (double)s->M * s->N * (s->K * (1.0 - s->sparsity) + 16.0); }
+
+static int resolve_alias(const Kernel* k, int t);
+
+/* Whether a panels chain runs its first two ops as a pair (run_pair): both f32 on one input row,
+ * the second reading the first's output through one-column blocks, and the two holding most of the
+ * chain's work (the ops after them run on one thread). */
+static int pair_applies(const Kernel* k, double chain_work) {
+  if (k->nops < 2 || !k->dd->kt.partial_f32 || !k->dd->kt.split_f32) return 0;
+  const Op *a = &k->ops[0], *b = &k->ops[1];
+  return a->s.dtype == EDGE_F32 && b->s.dtype == EDGE_F32 && a->s.M == 1 && b->s.M == 1 &&
+         is_panel_layout(a->pk.layout) && a->pk.ptr && is_panel_layout(b->pk.layout) && b->pk.ptr &&
+         b->pk.kb == 1 && b->s.K == a->s.N && resolve_alias(k, b->s.in_t) == a->s.out_t &&
+         op_work(&a->s) + op_work(&b->s) >= 0.75 * chain_work;
+}
+
+/* Each thread's range of the first op's output panels and the second op's blocks in the same
+ * columns.  The ranges balance stored blocks (plus two per panel of the first op for its epilogue
+ * and loop exit), except that a worker gets PAIR_HANDOFF_BLOCKS fewer: it starts a hand-off after
+ * the caller, and its sums reach the caller a hand-off after it ends.  Measured on this project's
+ * 2-vCPU VM from Python (LeNet f32, 19 + 7 panels): ~220 + ~440 TSC cycles, at ~2.2 per block;
+ * a static figure rather than a measured one keeps the split, and so the float sums, the same
+ * in every process on a machine. */
+#define PAIR_HANDOFF_BLOCKS 300.0
+static int pair_setup(Kernel* k, int nt) {
+  pair_free(k);
+  const Op *a = &k->ops[0], *b = &k->ops[1];
+  const EdgePacked *pa = &a->pk, *pb = &b->pk;
+  const int npa = pa->npanels, npb = pb->npanels;
+  double* cost = (double*)calloc((size_t)npa, sizeof(double));
+  k->pair_p = (int*)calloc((size_t)nt + 1, sizeof(int));
+  k->pair_cut = (int32_t*)calloc(((size_t)nt + 1) * npb, sizeof(int32_t));
+  k->pair_buf = (float**)calloc((size_t)nt, sizeof(float*));
+  k->pair_nt = nt;
+  if (!cost || !k->pair_p || !k->pair_cut || !k->pair_buf) {
+    free(cost);
+    return -1;
+  }
+  double total = 0.0;
+  for (int pn = 0; pn < npa; pn++) cost[pn] = pa->ptr[pn + 1] - pa->ptr[pn] + 2.0;
+  for (size_t i = 0; i < pb->nblocks; i++) cost[pb->idx[i] / 16] += 1.0;
+  for (int pn = 0; pn < npa; pn++) total += cost[pn];
+  const double each = (total + (nt - 1) * PAIR_HANDOFF_BLOCKS) / nt;
+  double done = 0.0;
+  int pn = 0;
+  for (int t = 0; t < nt - 1; t++) { /* thread t's range ends where its blocks reach its share */
+    const double goal = (t + 1) * each - t * PAIR_HANDOFF_BLOCKS;
+    while (pn < npa && done + cost[pn] / 2.0 < goal) done += cost[pn++];
+    k->pair_p[t + 1] = pn;
+  }
+  k->pair_p[nt] = npa;
+  free(cost);
+  for (int q = 0; q < npb; q++) {
+    int bk = pb->ptr[q];
+    for (int t = 0; t <= nt; t++) {
+      const int col = t == nt ? b->s.K : 16 * k->pair_p[t];
+      while (bk < pb->ptr[q + 1] && pb->idx[bk] < col) bk++;
+      k->pair_cut[(size_t)t * npb + q] = bk;
+    }
+  }
+  for (int t = 0; t < nt; t++) {
+    if (!(k->pair_buf[t] = (float*)aligned_alloc(64, (size_t)npb * 16 * sizeof(float)))) return -1;
+    const int a_blocks = pa->ptr[k->pair_p[t + 1]] - pa->ptr[k->pair_p[t]];
+    int b_blocks = 0;
+    for (int q = 0; q < npb; q++)
+      b_blocks += k->pair_cut[(size_t)(t + 1) * npb + q] - k->pair_cut[(size_t)t * npb + q];
+    vlog(k->dd, "nodes %d and %d as a pair, thread %d: outputs %d-%d of node %d (%d blocks), the same inputs of node %d "
+         "(%d blocks)", a->s.node, b->s.node, t, 16 * k->pair_p[t], (16 * k->pair_p[t + 1] < a->s.N ? 16 * k->pair_p[t + 1] : a->s.N) - 1,
+         a->s.node, a_blocks, b->s.node, b_blocks);
+  }
+  return 0;
+}
+
 static void kernel_destroy(Kernel* k) {
   if (!k) return;
 #ifdef EDGE_PROFILE /* developer build (-DEDGE_PROFILE, x86 only): mean TSC cycles per invoke, per op */
@@ -823,6 +949,8 @@ static void kernel_destroy(Kernel* k) {
   if (k->scratch)
     for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
   free(k->scratch);
+  pair_free(k);
+  free(k->chain_jobs);
   if (k->pool != k->dd->pool) edge_pool_destroy(k->pool);
   free(k);
 }
@@ -989,7 +1117,7 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     }
     /* threads pay off only for ops with enough work; tiny batch-1 layers stay on one core */
     /* sparse products plus the per-output requantization (~16 multiply-adds' worth each) */
-    const double work = (double)op->s.M * op->s.N * (op->s.K * (1.0 - op->s.sparsity) + 16.0);
+    const double work = op_work(&op->s);
     const int parallel = nt > 1 && work > 400000.0;
     if (parallel != op->parallel || op->s.M != op->trial_M || nt != op->trial_nt) { /* measure again */
       memset(&op->threads, 0, sizeof(op->threads));
@@ -1009,18 +1137,30 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
   for (int i = 0; i < k->nops && chain; i++) {
     const OpSpec* s = &k->ops[i].s;
     chain = k->ops[i].direct && !k->ops[i].parallel;
-    chain_work += (double)s->M * s->N * (s->K * (1.0 - s->sparsity) + 16.0);
+    chain_work += op_work(s);
     chain_bytes += (double)s->N * s->K * (1.0 - s->sparsity) * (s->dtype == EDGE_F32 ? 4 : 1);
     same_rows = same_rows && s->M == k->ops[0].s.M;
   }
   chain = chain && chain_work > 20000.0;
   const int chain_rows = chain && same_rows && k->ops[0].s.M >= 2 && chain_bytes <= CHAIN_ROWS_MAX_BYTES;
-  if (chain != k->chain || nt != k->chain_nt || chain_rows != k->chain_rows) { /* measure again */
-    memset(&k->chain_threads, 0, sizeof(k->chain_threads));
+  const int chain_pair = chain && !chain_rows && pair_applies(k, chain_work);
+  if (chain != k->chain || nt != k->chain_nt || chain_rows != k->chain_rows || chain_pair != k->chain_pair) {
+    memset(&k->chain_threads, 0, sizeof(k->chain_threads)); /* measure again */
     k->chain_nt = nt;
+  }
+  if (chain && !k->chain_jobs) {
+    k->chain_jobs = (Job*)aligned_alloc(64, ((size_t)k->nops * sizeof(Job) + 63) & ~(size_t)63);
+    if (!k->chain_jobs) return eStatusError;
+    memset(k->chain_jobs, 0, (size_t)k->nops * sizeof(Job));
+    k->chain_arg = (Chain){k, k->chain_jobs};
   }
   k->chain = chain;
   k->chain_rows = chain_rows;
+  k->chain_pair = chain_pair;
+  if (!chain_pair)
+    pair_free(k);
+  else if (pair_setup(k, nt) != 0)
+    return eStatusError;
   if (sb > k->scratch_bytes || !k->scratch) {
     if (k->scratch)
       for (int i = 0; i < k->nthreads; i++) free(k->scratch[i]);
@@ -1042,13 +1182,6 @@ static void* tensor_ptr(EdgeContext* ctx, Kernel* k, int t) {
     if (k->int_t[i] == t) return k->int_buf[i];
   return ctx->tensors[t].data;
 }
-
-typedef struct Job {
-  Kernel* k;
-  Op* op;
-  const void* x;
-  void* y;
-} Job;
 
 static void im2col_rows(const Op* op, const void* xin, void* buf, int m0, int mt) {
   const OpSpec* s = &op->s;
@@ -1129,11 +1262,6 @@ static void run_share(void* arg, int share, int nshares) {
   }
 }
 
-typedef struct Chain {
-  Kernel* k;
-  Job* jobs;
-} Chain;
-
 /* The whole op chain as one pool job: each thread runs its share of every op, with a barrier
  * between ops (the next op reads all of the previous op's outputs).  One wake-up per invoke
  * instead of one per op is what lets batch-1 layers of a few microseconds use two cores. */
@@ -1159,6 +1287,114 @@ static void run_chain(void* arg, int share, int nshares) {
   }
 #ifdef EDGE_PROFILE
   if (nshares > 1 && share == 0) c->k->prof_pool_jobs++;
+#endif
+}
+
+/* Thread t's part of a pair: its panels of the first op (full outputs, epilogue included), then
+ * the partial sums of the second op over the same columns, which are the ones it just wrote. */
+static void pair_part(const Chain* c, int t, int pooled) {
+  Kernel* k = c->k;
+  const Op *a = &k->ops[0], *b = &k->ops[1];
+  const int n0 = 16 * k->pair_p[t], n1 = 16 * k->pair_p[t + 1] < a->s.N ? 16 * k->pair_p[t + 1] : a->s.N;
+  const int npb = b->pk.npanels;
+#ifdef EDGE_PROFILE
+  const unsigned long long t0 = __builtin_ia32_rdtsc();
+#endif
+  if (n1 > n0) a->fn(&a->pk, &a->ep, c->jobs[0].x, 1, a->s.K, c->jobs[0].y, a->s.N, n0, n1);
+#ifdef EDGE_PROFILE
+  const unsigned long long t1 = __builtin_ia32_rdtsc();
+#endif
+  k->dd->kt.partial_f32(&b->pk, k->pair_cut + (size_t)t * npb, k->pair_cut + (size_t)(t + 1) * npb, c->jobs[1].x,
+                        k->pair_buf[t]);
+#ifdef EDGE_PROFILE
+  const unsigned long long t2 = __builtin_ia32_rdtsc();
+  if (!pooled) {
+    k->ops[0].prof_cycles += t1 - t0;
+    k->ops[1].prof_cycles += t2 - t1;
+  } else if (t < 2) {
+    k->prof_share[t][0] += t1 - t0;
+    k->prof_share[t][1] += t2 - t1;
+  }
+#else
+  (void)pooled;
+#endif
+}
+
+/* A batch-1 f32 chain whose first op feeds the second (LeNet's first two layers) as one pool job
+ * without crossing cores between them: thread t computes a range of the first op's outputs and
+ * then the second op over the same range of its inputs (a split along K), into its own partial
+ * sums; once the job is done the caller adds them up (pair_finish) and runs the rest of the chain.
+ * The panels split (run_chain) instead waits at a barrier after every op and reads half of each
+ * op's inputs from the other core's cache, which cost about as much as the split saved ("Pool
+ * halves in steady state" in docs/results/delegate_profile.md).  On one thread the same parts run
+ * in turn, so the sums, and the outputs, are the same whichever way a run goes. */
+static void run_pair(void* arg, int share, int nshares) {
+  const Chain* c = (const Chain*)arg;
+  Kernel* k = c->k;
+  const int pooled = nshares == k->pair_nt && nshares > 1;
+  if (share == 0) k->pair_pooled = pooled;
+  if (pooled) {
+    pair_part(c, share, 1);
+  } else if (share == 0) { /* the first op whole, the second op's parts added up per panel as it goes */
+    const Op *a = &k->ops[0], *b = &k->ops[1];
+#ifdef EDGE_PROFILE
+    const unsigned long long t0 = __builtin_ia32_rdtsc();
+#endif
+    a->fn(&a->pk, &a->ep, c->jobs[0].x, 1, a->s.K, c->jobs[0].y, a->s.N, 0, a->s.N);
+#ifdef EDGE_PROFILE
+    const unsigned long long t1 = __builtin_ia32_rdtsc();
+#endif
+    k->dd->kt.split_f32(&b->pk, &b->ep, k->pair_cut, k->pair_nt, c->jobs[1].x, (float*)c->jobs[1].y);
+#ifdef EDGE_PROFILE
+    k->ops[0].prof_cycles += t1 - t0;
+    k->ops[1].prof_cycles += __builtin_ia32_rdtsc() - t1;
+#endif
+  }
+}
+
+/* After run_pair: the second op's outputs (the threads' partial sums in thread order, plus the
+ * bias, clamped; plain loops over restrict pointers, which gcc vectorises), then the ops after the
+ * pair, on the calling thread. */
+static void pair_finish(Kernel* k) {
+#ifdef EDGE_PROFILE
+  unsigned long long t0 = __builtin_ia32_rdtsc();
+#endif
+  if (k->pair_pooled) {
+    const EdgeEpilogue* e = &k->ops[1].ep;
+    const int N = k->ops[1].s.N;
+    float* restrict y = (float*)k->chain_jobs[1].y;
+    float* restrict acc = k->pair_buf[0];
+    for (int t = 1; t < k->pair_nt; t++) {
+      const float* restrict part = k->pair_buf[t];
+      for (int n = 0; n < N; n++) acc[n] += part[n];
+    }
+    const float* restrict bias = e->fbias;
+    const float lo = e->fmin, hi = e->fmax;
+    for (int n = 0; n < N; n++) {
+      float v = acc[n] + bias[n];
+      v = v < lo ? lo : v;
+      y[n] = v > hi ? hi : v;
+    }
+  }
+  for (int i = 2; i < k->nops; i++) {
+#ifdef EDGE_PROFILE
+    const unsigned long long t1 = __builtin_ia32_rdtsc();
+    if (k->pair_pooled)
+      k->prof_share[0][i - 1] += t1 - t0;
+    else
+      k->ops[i - 1].prof_cycles += t1 - t0;
+    t0 = t1;
+#endif
+    run_share(&k->chain_jobs[i], 0, 1);
+  }
+#ifdef EDGE_PROFILE
+  const unsigned long long t1 = __builtin_ia32_rdtsc();
+  if (k->pair_pooled) {
+    k->prof_share[0][k->nops - 1] += t1 - t0;
+    k->prof_pool_jobs++;
+  } else {
+    k->ops[k->nops - 1].prof_cycles += t1 - t0;
+  }
 #endif
 }
 
@@ -1196,14 +1432,17 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     if (src && dst && src != dst) memcpy(dst, src, ctx->tensors[k->copy_out[i]].bytes);
   }
   if (k->chain && k->pool) {
-    Job jobs[CHAIN_MAX_OPS];
-    for (int i = 0; i < k->nops; i++)
-      if (!op_job(ctx, k, &k->ops[i], &jobs[i])) return eStatusError;
-    Chain c = {k, jobs};
-    const int rc = run_measured(&k->chain_threads, k->pool, run_chain, &c);
+    for (int i = 0; i < k->nops; i++) {
+      Job j;
+      if (!op_job(ctx, k, &k->ops[i], &j)) return eStatusError;
+      if (memcmp(&j, &k->chain_jobs[i], sizeof(j)) != 0) k->chain_jobs[i] = j;
+    }
+    const int rc = run_measured(&k->chain_threads, k->pool, k->chain_pair ? run_pair : run_chain, &k->chain_arg);
+    if (k->chain_pair) pair_finish(k);
     if (rc) {
       char what[32];
-      snprintf(what, sizeof(what), "%d ops as one job (%s)", k->nops, k->chain_rows ? "rows" : "panels");
+      snprintf(what, sizeof(what), "%d ops as one job (%s)", k->nops,
+               k->chain_rows ? "rows" : (k->chain_pair ? "pair" : "panels"));
       log_choice(k, what, &k->chain_threads, rc);
     }
   } else {
@@ -1215,7 +1454,8 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
       if (op->parallel && k->pool) {
-        const int rc = run_measured(&op->threads, k->pool, run_share, &j);
+        if (memcmp(&j, &op->job, sizeof(j)) != 0) op->job = j;
+        const int rc = run_measured(&op->threads, k->pool, run_share, &op->job);
         if (rc) {
           char what[32];
           snprintf(what, sizeof(what), "node %d", op->s.node);

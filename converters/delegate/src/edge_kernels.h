@@ -94,10 +94,25 @@ typedef void (*EdgeGemmFn)(const EdgePacked* p, const EdgeEpilogue* e, const voi
  * Exposed per ISA so a test can hold the vector versions against the scalar reference. */
 typedef void (*EdgeRequantFn)(const EdgeEpilogue* e, const int32_t* acc, int8_t* y, int n);
 
+/* f32, one input row, a panel layout with one-column blocks: the raw sums (no bias, no clamp) of
+ * blocks [lo[pn], hi[pn]) of every panel pn into acc[16 pn .. 16 pn + 15], four chains each summed
+ * as (c0 + c1) + (c2 + c3).  The part of an op split along K that one thread computes (run_pair in
+ * delegate.c); every thread count computes the same parts, so results do not depend on it. */
+typedef void (*EdgePartialFn)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const float* x,
+                              float* acc);
+
+/* The whole op on one thread with the same arithmetic: for every panel the sums of the nparts
+ * parts [cut[t * npanels + pn], cut[(t + 1) * npanels + pn]) (each as in EdgePartialFn), added
+ * in part order, plus the bias, clamped, into y[16 pn ..] (N outputs). */
+typedef void (*EdgeSplitFn)(const EdgePacked* p, const EdgeEpilogue* e, const int32_t* cut, int nparts,
+                            const float* x, float* y);
+
 typedef struct EdgeKernelTable {
   const char* isa;
   EdgeGemmFn gemm[2][EDGE_LAYOUT_COUNT]; /* [dtype][layout]; NULL = not available */
   EdgeRequantFn requant;
+  EdgePartialFn partial_f32;
+  EdgeSplitFn split_f32;
 } EdgeKernelTable;
 
 EDGE_HIDDEN void edge_kernels_scalar(EdgeKernelTable* t);

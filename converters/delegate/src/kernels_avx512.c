@@ -348,6 +348,35 @@ static inline void store_f32_16(const EdgeEpilogue* e, __m512 acc, float* y, int
   _mm512_mask_storeu_ps(y, lanes, v);
 }
 
+/* Sums of blocks [b, b1) of 16x1 f32 panels into four chains (one input row). */
+#define F32_ROW_BLOCKS(W, ix, xr, b, b1, a0, a1, a2, a3)                                   \
+  do {                                                                                     \
+    for (; b + 4 <= b1; b += 4) {                                                          \
+      const float* w_ = W + (size_t)b * 16;                                                \
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(w_), a0);             \
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 1]]), _mm512_load_ps(w_ + 16), a1);    \
+      a2 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 2]]), _mm512_load_ps(w_ + 32), a2);    \
+      a3 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 3]]), _mm512_load_ps(w_ + 48), a3);    \
+    }                                                                                      \
+    for (; b < b1; b++) a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(W + (size_t)b * 16), a0); \
+  } while (0)
+
+/* One input row over panels [n0 / 16, n1 / 16): four chains per panel. */
+static void avx512_f32_row(const EdgePacked* p, const EdgeEpilogue* e, const float* x, float* y, int n0, int n1) {
+  const float* W = (const float*)p->w;
+  for (int pn = n0 / 16; pn * 16 < n1; pn++) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int b = p->ptr[pn];
+    const int b1 = p->ptr[pn + 1];
+    if (p->idx16) /* 16-bit column numbers: fewer bytes to stream */
+      F32_ROW_BLOCKS(W, p->idx16, x, b, b1, a0, a1, a2, a3);
+    else
+      F32_ROW_BLOCKS(W, p->idx, x, b, b1, a0, a1, a2, a3);
+    const int n = pn * 16;
+    store_f32_16(e, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), y + n, n, p->N - n < 16 ? p->N - n : 16);
+  }
+}
+
 static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx,
                              void* yv, int ldy, int n0, int n1) {
   if (p->kb != 1) {
@@ -357,12 +386,12 @@ static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const v
   const float* x = (const float*)xv;
   float* y = (float*)yv;
   const float* W = (const float*)p->w;
-  for (int pn = n0 / 16; pn * 16 < n1; pn++) {
+  const int M4 = M & ~3;
+  for (int pn = n0 / 16; M4 && pn * 16 < n1; pn++) { /* four rows at a time share each weight load */
     const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];
     const int n = pn * 16;
     const int nr = p->N - n < 16 ? p->N - n : 16;
-    int m = 0;
-    for (; m + 4 <= M; m += 4) {
+    for (int m = 0; m < M4; m += 4) {
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       const float* x0 = x + (size_t)m * ldx;
       for (int b = b0; b < b1; b++) {
@@ -378,23 +407,34 @@ static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const v
       store_f32_16(e, a2, y + (size_t)(m + 2) * ldy + n, n, nr);
       store_f32_16(e, a3, y + (size_t)(m + 3) * ldy + n, n, nr);
     }
-    for (; m < M; m++) {
-      const float* xr = x + (size_t)m * ldx;
-      const uint16_t* ix = p->idx16;
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      int b = b0;
-      for (; b + 4 <= b1; b += 4) {
-        const float* w = W + (size_t)b * 16;
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(w), a0);
-        a1 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 1]]), _mm512_load_ps(w + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 2]]), _mm512_load_ps(w + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b + 3]]), _mm512_load_ps(w + 48), a3);
-      }
-      for (; b < b1; b++)
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(W + (size_t)b * 16), a0);
-      store_f32_16(e, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), y + (size_t)m * ldy + n, n,
-                   nr);
-    }
+  }
+  for (int m = M4; m < M; m++) avx512_f32_row(p, e, x + (size_t)m * ldx, y + (size_t)m * ldy, n0, n1);
+}
+
+static inline __m512 f32_part_sum(const EdgePacked* p, int b, int b1, const float* x) {
+  const float* W = (const float*)p->w;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  if (p->idx16)
+    F32_ROW_BLOCKS(W, p->idx16, x, b, b1, a0, a1, a2, a3);
+  else
+    F32_ROW_BLOCKS(W, p->idx, x, b, b1, a0, a1, a2, a3);
+  return _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+}
+
+static void avx512_f32_partial(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const float* x,
+                               float* acc) {
+  for (int pn = 0; pn < p->npanels; pn++) _mm512_store_ps(acc + (size_t)pn * 16, f32_part_sum(p, lo[pn], hi[pn], x));
+}
+
+static void avx512_f32_split(const EdgePacked* p, const EdgeEpilogue* e, const int32_t* cut, int nparts,
+                             const float* x, float* y) {
+  const int np = p->npanels;
+  for (int pn = 0; pn < np; pn++) {
+    __m512 acc = f32_part_sum(p, cut[pn], cut[np + pn], x);
+    for (int t = 1; t < nparts; t++)
+      acc = _mm512_add_ps(acc, f32_part_sum(p, cut[(size_t)t * np + pn], cut[(size_t)(t + 1) * np + pn], x));
+    const int n = pn * 16;
+    store_f32_16(e, acc, y + n, n, p->N - n < 16 ? p->N - n : 16);
   }
 }
 
@@ -402,6 +442,8 @@ void edge_kernels_avx512(EdgeKernelTable* t) {
   t->isa = "avx512-vnni";
   edge_avx512_fill_table(t);
   t->requant = avx512_requant;
+  t->partial_f32 = avx512_f32_partial;
+  t->split_f32 = avx512_f32_split;
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = avx512_f32_panel;

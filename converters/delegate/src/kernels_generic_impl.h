@@ -215,8 +215,49 @@ static void EDGE_SFX(i8_1x16)(const EdgePacked* p, const EdgeEpilogue* e, const 
   }
 }
 
+/* Blocks [b, b1) of a 16x1 f32 panel on one input row: four chains, summed as (c0 + c1) + (c2 + c3). */
+static inline void EDGE_SFX(f32_part_sum)(const EdgePacked* p, int b, int b1, const float* x, float* sum) {
+  const float* W = (const float*)p->w;
+  float a[4][16];
+  memset(a, 0, sizeof(a));
+  for (; b + 4 <= b1; b += 4)
+    for (int u = 0; u < 4; u++) {
+      const float xs = x[p->idx[b + u]];
+      const float* w = W + (size_t)(b + u) * 16;
+      for (int j = 0; j < 16; j++) a[u][j] += xs * w[j];
+    }
+  for (; b < b1; b++) {
+    const float xs = x[p->idx[b]];
+    const float* w = W + (size_t)b * 16;
+    for (int j = 0; j < 16; j++) a[0][j] += xs * w[j];
+  }
+  for (int j = 0; j < 16; j++) sum[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
+}
+
+static void EDGE_SFX(f32_partial)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const float* x,
+                                  float* acc) {
+  for (int pn = 0; pn < p->npanels; pn++) EDGE_SFX(f32_part_sum)(p, lo[pn], hi[pn], x, acc + (size_t)pn * 16);
+}
+
+static void EDGE_SFX(f32_split)(const EdgePacked* p, const EdgeEpilogue* e, const int32_t* cut, int nparts,
+                                const float* x, float* y) {
+  const int np = p->npanels;
+  for (int pn = 0; pn < np; pn++) {
+    float acc[16], part[16];
+    EDGE_SFX(f32_part_sum)(p, cut[pn], cut[np + pn], x, acc);
+    for (int t = 1; t < nparts; t++) {
+      EDGE_SFX(f32_part_sum)(p, cut[(size_t)t * np + pn], cut[(size_t)(t + 1) * np + pn], x, part);
+      for (int j = 0; j < 16; j++) acc[j] += part[j];
+    }
+    const int n = pn * 16;
+    EDGE_SFX(store_f32)(e, acc, y + n, n, p->N - n < 16 ? p->N - n : 16);
+  }
+}
+
 static void EDGE_SFX(fill_table)(EdgeKernelTable* t) {
   t->requant = EDGE_SFX(requant);
+  t->partial_f32 = EDGE_SFX(f32_partial);
+  t->split_f32 = EDGE_SFX(f32_split);
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = EDGE_SFX(f32_panel);

@@ -32,19 +32,25 @@ static inline void cpu_relax(void) {
 }
 
 struct EdgePool {
+  /* The line the workers poll: the caller writes it once per job, and it holds all a worker reads
+   * to start one, so a hand-off costs one cache-line transfer.  With fn and arg on the next line
+   * it cost two in a row, and the caller's locked exchange of `busy` on that line (which workers
+   * had read) stalled it for a third: ~300 TSC cycles from posting a job to a worker starting it
+   * on this VM, against ~200 for the line alone. */
+  _Alignas(64) unsigned gen; /* bumped for every job */
+  int pending;               /* workers still running the current job */
+  EdgeTaskFn fn;
+  void* arg;
   int n;
+  int stop;
+  int sleepers; /* workers waiting (or about to wait) on cv */
+  /* the caller's own fields */
+  _Alignas(64) int busy; /* a job is running: a second caller (two interpreters sharing the delegate) runs alone */
+  pthread_t caller;      /* the thread running the current job's share 0 */
+  double late_us;        /* see edge_pool_late_us; written by the caller of a job only */
   pthread_t* threads;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  unsigned gen;    /* bumped (atomically) for every job */
-  int sleepers;    /* workers waiting (or about to wait) on cv */
-  int pending;     /* workers still running the current job */
-  int stop;
-  EdgeTaskFn fn;
-  void* arg;
-  int busy; /* a job is running: a second caller (two interpreters sharing the delegate) runs alone */
-  pthread_t caller; /* the thread running the current job's share 0 */
-  double late_us;   /* see edge_pool_late_us; written by the caller of a job only */
   /* barrier among the n threads of a running job (edge_pool_barrier), on its own cache line */
   _Alignas(64) unsigned bar_count;
   unsigned bar_gen;

@@ -24,6 +24,7 @@ import math
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -371,20 +372,52 @@ class Comparison:
         return rows
 
 
+class CrossCoreProbe:
+    """The delegate pool's hand-off microbenchmark (benchmarks/delegate_pool_handoff.c with pool.c as
+    built), run once per round: TSC cycles for a cache line to reach the other vCPU and back, and
+    for an empty pool job.  On this VM they moved between ~200 and ~1000 cycles within minutes (the
+    host placing the two vCPUs near or far apart), and a batch-1 pool job of about a microsecond
+    pays several such transfers, so the 2-thread batch-1 rows depend on them; each round's figures
+    are recorded next to its ratios.  None where it cannot run (not x86-64, no gcc, one CPU)."""
+
+    def __init__(self, tmp: Path):
+        import os
+        import shutil
+
+        self.exe: Path | None = None
+        if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc") or (os.cpu_count() or 1) < 2:
+            return
+        src = REPO / "converters" / "delegate" / "src"
+        exe = tmp / "pool_handoff"
+        subprocess.run(["gcc", "-O2", "-I", str(src), "-o", str(exe), str(REPO / "benchmarks" / "delegate_pool_handoff.c"),
+                        str(src / "pool.c"), "-lpthread"], check=True)
+        self.exe = exe
+
+    def sample(self) -> dict[str, float] | None:
+        if self.exe is None:
+            return None
+        out = subprocess.run([str(self.exe)], capture_output=True, text=True, check=True).stdout
+        return {name: float(v) for name, v in (line.split() for line in out.splitlines())}
+
+
 def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: float,
-               probe: Runner | None = None) -> list[float]:
-    """Times every comparison once per round; also samples `probe` (the invoke-overhead model) in
-    every round, so that figure comes from the same moments as the rest.  Returns its samples."""
+               probe: Runner | None = None, cross_core: CrossCoreProbe | None = None) -> tuple[list[float], list]:
+    """Times every comparison once per round; also samples `probe` (the invoke-overhead model) and
+    `cross_core` in every round, so those figures come from the same moments as the rest.  Returns
+    the probe's samples and the cross-core figures of each round."""
     probe_samples: list[float] = []
+    cross: list = []
     for i in range(rounds):
         if i:
             time.sleep(gap_s)  # the next round falls in another moment of the machine
         print(f"timing round {i + 1}/{rounds} ...", flush=True)
+        if cross_core is not None:
+            cross.append(cross_core.sample())
         for c in comparisons:
             c.measure_round(repeats)
         if probe is not None:
             probe_samples += measure({"probe": probe}, repeats)["probe"]
-    return probe_samples
+    return probe_samples, cross
 
 
 # ----------------------------------------------------------------------------- report
@@ -501,7 +534,10 @@ def main() -> None:
     lenet = [Comparison(t["model"], key) for key, t in tickets.items()]
     mobilenets = [Comparison(t["model"], f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % 16x4")
                   for dtype, t in mb_tickets.items()]
-    probe_samples = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe())
+    with tempfile.TemporaryDirectory() as tmp:
+        probe_samples, cross = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe(),
+                                          CrossCoreProbe(Path(tmp)))
+    result["cross_core_tsc_cycles_per_round"] = cross
 
     lenet_rows = [r for c in lenet for r in c.rows()]
     overhead = float(np.median(probe_samples))
@@ -510,6 +546,15 @@ def main() -> None:
            "column", "subtracts it from both times (what the kernels themselves gain; n/a where it is 90 % or more "
            "of the delegate's time).", ""]
     md += table(lenet_rows, "ticket", overhead) + [""]
+    if cross and cross[0] is not None:
+        md += ["Cross-core latency at the start of each round (`benchmarks/delegate_pool_handoff.c`, TSC cycles; the "
+               "2-thread batch-1 rows depend on it, see `docs/sparse-delegate.md`): line round trip "
+               + ", ".join(f"{c['line_round_trip']:.0f}" for c in cross) + "; empty pool job "
+               + ", ".join(f"{c['empty_job']:.0f}" for c in cross) + ". Per-round speed-ups, same order:", ""]
+        md += [f"- {r['name']} batch {r['batch']}, 2 threads: "
+               + ", ".join(f"{x:.2f}x" for x in r["round_speedups"]) for r in lenet_rows
+               if r["threads"] == 2 and r["batch"] == 1]
+        md += [""]
     result["lenet"] = {"dense_accuracy": acc_dense, "rows": lenet_rows, "invoke_overhead_us": overhead,
                        "invoke_overhead_samples_us": probe_samples,
                        "tickets": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in tickets.items()}}

@@ -43,6 +43,25 @@ static void EDGE_SFX(requant)(const EdgeEpilogue* e, const int32_t* acc, int8_t*
   for (int i = 0; i < n; i += 16) EDGE_SFX(store_i8)(e, acc + i, y + i, i, n - i < 16 ? n - i : 16);
 }
 
+/* Blocks [b, b1) of a 16x1 f32 panel on one input row: four chains, summed as (c0 + c1) + (c2 + c3). */
+static inline void EDGE_SFX(f32_part_sum)(const EdgePacked* p, int b, int b1, const float* x, float* sum) {
+  const float* W = (const float*)p->w;
+  float a[4][16];
+  memset(a, 0, sizeof(a));
+  for (; b + 4 <= b1; b += 4)
+    for (int u = 0; u < 4; u++) {
+      const float xs = x[p->idx[b + u]];
+      const float* w = W + (size_t)(b + u) * 16;
+      for (int j = 0; j < 16; j++) a[u][j] += xs * w[j];
+    }
+  for (; b < b1; b++) {
+    const float xs = x[p->idx[b]];
+    const float* w = W + (size_t)b * 16;
+    for (int j = 0; j < 16; j++) a[0][j] += xs * w[j];
+  }
+  for (int j = 0; j < 16; j++) sum[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
+}
+
 /* f32, panels of 16 output rows; block = kb columns x 16 rows stored column-major (16 contiguous). */
 static void EDGE_SFX(f32_panel)(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx,
                                 void* yv, int ldy, int n0, int n1) {
@@ -72,24 +91,13 @@ static void EDGE_SFX(f32_panel)(const EdgePacked* p, const EdgeEpilogue* e, cons
     }
     for (; m < M; m++) {
       /* four independent accumulator chains hide FMA latency at batch 1 */
-      float a[4][16];
-      memset(a, 0, sizeof(a));
       const float* xr = x + (size_t)m * ldx;
+      float acc[16];
       if (kb == 1) {
-        int b = b0;
-        for (; b + 4 <= b1; b += 4) {
-          for (int u = 0; u < 4; u++) {
-            const float xs = xr[p->idx[b + u]];
-            const float* w = W + (size_t)(b + u) * 16;
-            for (int j = 0; j < 16; j++) a[u][j] += xs * w[j];
-          }
-        }
-        for (; b < b1; b++) {
-          const float xs = xr[p->idx[b]];
-          const float* w = W + (size_t)b * 16;
-          for (int j = 0; j < 16; j++) a[0][j] += xs * w[j];
-        }
+        EDGE_SFX(f32_part_sum)(p, b0, b1, xr, acc);
       } else {
+        float a[4][16];
+        memset(a, 0, sizeof(a));
         for (int b = b0; b < b1; b++) {
           const float* w = W + (size_t)b * 16 * kb;
           const int k = p->idx[b];
@@ -98,9 +106,8 @@ static void EDGE_SFX(f32_panel)(const EdgePacked* p, const EdgeEpilogue* e, cons
             for (int j = 0; j < 16; j++) a[kk & 3][j] += xs * w[kk * 16 + j];
           }
         }
+        for (int j = 0; j < 16; j++) acc[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
       }
-      float acc[16];
-      for (int j = 0; j < 16; j++) acc[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
       EDGE_SFX(store_f32)(e, acc, y + (size_t)m * ldy + n, n, nr);
     }
   }
@@ -213,25 +220,6 @@ static void EDGE_SFX(i8_1x16)(const EdgePacked* p, const EdgeEpilogue* e, const 
       y[(size_t)m * ldy + n] = EDGE_SFX(q8)(e, s + e->bias_s8[n], n);
     }
   }
-}
-
-/* Blocks [b, b1) of a 16x1 f32 panel on one input row: four chains, summed as (c0 + c1) + (c2 + c3). */
-static inline void EDGE_SFX(f32_part_sum)(const EdgePacked* p, int b, int b1, const float* x, float* sum) {
-  const float* W = (const float*)p->w;
-  float a[4][16];
-  memset(a, 0, sizeof(a));
-  for (; b + 4 <= b1; b += 4)
-    for (int u = 0; u < 4; u++) {
-      const float xs = x[p->idx[b + u]];
-      const float* w = W + (size_t)(b + u) * 16;
-      for (int j = 0; j < 16; j++) a[u][j] += xs * w[j];
-    }
-  for (; b < b1; b++) {
-    const float xs = x[p->idx[b]];
-    const float* w = W + (size_t)b * 16;
-    for (int j = 0; j < 16; j++) a[0][j] += xs * w[j];
-  }
-  for (int j = 0; j < 16; j++) sum[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
 }
 
 static void EDGE_SFX(f32_partial)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const float* x,

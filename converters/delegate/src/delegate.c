@@ -328,6 +328,7 @@ typedef struct ThreadChoice {
   double run_us;        /* us per run of the choice the last re-check made (the monitor's idle test) */
   int mon_step;         /* runs since the monitor last read the clock */
   int mon_long;         /* the last step took MONITOR_IDLE times its expected time */
+  int mon_after_pause;  /* the last step was a pause: the next one is left out too */
   int mon_runs;         /* runs in the monitor's current span */
   double mon_last;      /* when it last read the clock */
   double mon_late;      /* the pool's late-worker time then (edge_pool_late_us) */
@@ -540,14 +541,20 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
       /* a long step after a normal one is a pause between bursts of invokes; long steps in a row are
        * the runs themselves being slow (or a caller that paces every invoke), which counts, and so
        * does a long step spent mostly waiting inside invokes for a worker whose CPU was taken away
-       * (a kernel that preempts in slices longer than MONITOR_IDLE steps showed only such steps) */
+       * (a kernel that preempts in slices longer than MONITOR_IDLE steps showed only such steps).
+       * A pause is left out of the span, and so is the step after it (a worker that went to sleep
+       * meanwhile is woken in it), but the span goes on: when a pause restarted the span instead, a
+       * CI run of the test that preempts the caller every 12 ms (real-time processes taking each CPU
+       * for 6 ms of them) got no check from the monitor, only the one after a second of running,
+       * with the pool at 68 us per run against 7 on one thread: fewer than MONITOR_RUNS such runs
+       * fit between two preemptions of the caller.  (Counting the step after a pause made bursts of
+       * invokes with pauses between them look like a slow pool.) */
       const int is_long = dt > MONITOR_IDLE * MONITOR_STEP * tc->run_us && waited < 0.5 * dt;
       const int idle = is_long && !tc->mon_long;
+      const int after_pause = tc->mon_after_pause;
       tc->mon_long = is_long;
-      if (idle) {
-        tc->mon_runs = 0;
-        tc->mon_time = 0;
-      } else {
+      tc->mon_after_pause = idle;
+      if (!idle && !after_pause) {
         tc->mon_runs += MONITOR_STEP;
         tc->mon_time += dt;
         tc->busy += dt;
@@ -636,6 +643,7 @@ static int run_measured(ThreadChoice* tc, EdgePool* pool, EdgeTaskFn fn, void* a
     tc->run_us = tc->use_pool ? tc->span_pool / tc->pool_runs : one;
     tc->mon_step = 0;
     tc->mon_long = 0;
+    tc->mon_after_pause = 0;
     tc->mon_runs = 0;
     tc->mon_time = 0;
     tc->mon_last = t;

@@ -361,19 +361,22 @@ static inline void store_f32_16(const EdgeEpilogue* e, __m512 acc, float* y, int
     for (; b < b1; b++) a0 = _mm512_fmadd_ps(_mm512_set1_ps(xr[ix[b]]), _mm512_load_ps(W + (size_t)b * 16), a0); \
   } while (0)
 
-/* One input row over panels [n0 / 16, n1 / 16): four chains per panel. */
-static void avx512_f32_row(const EdgePacked* p, const EdgeEpilogue* e, const float* x, float* y, int n0, int n1) {
+/* Blocks [b, b1) of a panel on one input row, summed as (c0 + c1) + (c2 + c3). */
+static inline __m512 f32_part_sum(const EdgePacked* p, int b, int b1, const float* x) {
   const float* W = (const float*)p->w;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  if (p->idx16) /* 16-bit column numbers: fewer bytes to stream */
+    F32_ROW_BLOCKS(W, p->idx16, x, b, b1, a0, a1, a2, a3);
+  else
+    F32_ROW_BLOCKS(W, p->idx, x, b, b1, a0, a1, a2, a3);
+  return _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+}
+
+/* One input row over panels [n0 / 16, n1 / 16). */
+static void avx512_f32_row(const EdgePacked* p, const EdgeEpilogue* e, const float* x, float* y, int n0, int n1) {
   for (int pn = n0 / 16; pn * 16 < n1; pn++) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int b = p->ptr[pn];
-    const int b1 = p->ptr[pn + 1];
-    if (p->idx16) /* 16-bit column numbers: fewer bytes to stream */
-      F32_ROW_BLOCKS(W, p->idx16, x, b, b1, a0, a1, a2, a3);
-    else
-      F32_ROW_BLOCKS(W, p->idx, x, b, b1, a0, a1, a2, a3);
     const int n = pn * 16;
-    store_f32_16(e, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), y + n, n, p->N - n < 16 ? p->N - n : 16);
+    store_f32_16(e, f32_part_sum(p, p->ptr[pn], p->ptr[pn + 1], x), y + n, n, p->N - n < 16 ? p->N - n : 16);
   }
 }
 
@@ -409,16 +412,6 @@ static void avx512_f32_panel(const EdgePacked* p, const EdgeEpilogue* e, const v
     }
   }
   for (int m = M4; m < M; m++) avx512_f32_row(p, e, x + (size_t)m * ldx, y + (size_t)m * ldy, n0, n1);
-}
-
-static inline __m512 f32_part_sum(const EdgePacked* p, int b, int b1, const float* x) {
-  const float* W = (const float*)p->w;
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  if (p->idx16)
-    F32_ROW_BLOCKS(W, p->idx16, x, b, b1, a0, a1, a2, a3);
-  else
-    F32_ROW_BLOCKS(W, p->idx, x, b, b1, a0, a1, a2, a3);
-  return _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
 }
 
 static void avx512_f32_partial(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const float* x,

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -381,9 +383,6 @@ class CrossCoreProbe:
     are recorded next to its ratios.  None where it cannot run (not x86-64, no gcc, one CPU)."""
 
     def __init__(self, tmp: Path):
-        import os
-        import shutil
-
         self.exe: Path | None = None
         if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc") or (os.cpu_count() or 1) < 2:
             return

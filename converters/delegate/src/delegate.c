@@ -877,8 +877,9 @@ static int pair_applies(const Kernel* k, double chain_work) {
 /* Each thread's range of the first op's output panels and the second op's blocks in the same
  * columns.  The ranges balance stored blocks (plus two per panel of the first op for its epilogue
  * and loop exit), except that a worker gets PAIR_HANDOFF_BLOCKS fewer: it starts a hand-off after
- * the caller, and its sums reach the caller a hand-off after it ends.  Measured on this project's
- * 2-vCPU VM from Python (LeNet f32, 19 + 7 panels): ~220 + ~440 TSC cycles, at ~2.2 per block;
+ * the caller, and its sums reach the caller a hand-off after it ends.  Timed with scratch
+ * instrumentation on this project's 2-vCPU VM from Python (LeNet f32, 19 + 7 panels): ~220 + ~440
+ * TSC cycles, at ~2.2 per block;
  * a static figure rather than a measured one keeps the split, and so the float sums, the same
  * in every process on a machine. */
 #define PAIR_HANDOFF_BLOCKS 300.0

@@ -44,6 +44,9 @@ MODELS = {
     # enough work at batch 1 for the op chain to be tried as one pool job
     "i8_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x4", "int8"),
     "f32_chain_b1": lambda: mlp((1024, 160, 32), 0.8, "16x1", "float32"),
+    # 162 hidden units: the second layer's last 16x4 blocks are re-anchored and could span two
+    # threads' columns, so no pair
+    "i8_chain_b1_odd": lambda: mlp((1024, 162, 32), 0.8, "16x4", "int8"),
     # ~400 KB of float32 weights in the chain: more than the rows split's budget (each thread would read all)
     "f32_chain_big": lambda: mlp((2000, 100, 10), 0.5, "16x1", "float32"),
     # one layer each, fed random int8 (no ReLU zeros upstream to hide a lost block): 7, 6 and 5 output
@@ -187,13 +190,15 @@ def test_thread_split_is_measured_and_both_paths_are_exact(name, capfd):
 
 
 @pytest.mark.parametrize(("name", "batch", "split"), [("i8_wide", 4, "rows"), ("f32_flatten", 40, "rows"),
-                                                     ("i8_16x4", 30, "rows"), ("i8_chain_b1", 1, "panels"),
+                                                     ("i8_16x4", 30, "rows"), ("i8_chain_b1", 1, "pair"),
+                                                     ("i8_chain_b1_odd", 1, "panels"),
                                                      ("f32_chain_b1", 1, "pair"), ("i8_wide", 3, "rows"),
                                                      ("f32_chain_big", 2, "panels")])
 def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, split, capfd):
     """Ops too small to split one by one run as one pool job (their first 16 invokes alternate that
     and one thread): at batch 1 each thread takes its output panels of every op, with a barrier
-    between ops (float32: the first two ops as a pair, the second split along its inputs); with
+    between ops (the first two ops, when they hold most of the work, as a pair, the second split
+    along its inputs); with
     more rows each takes its rows through the whole chain. Each of those invokes, and those after,
     stays exact."""
     model = MODELS[name]()
@@ -218,11 +223,13 @@ def test_float32_one_column_blocks_past_16_bit_columns(batch):
     _assert_same(_run(it, x), _reference(model, x))
 
 
-def test_float32_pair_gives_the_same_bits_on_one_thread_and_on_the_pool(capfd):
-    """The pair's second op is summed in the same parts on one thread as on two (the split along its
-    inputs that the threads take), so the trials, which alternate the two, give one output bit for
-    bit; the threads' ranges cover every output of the first op once."""
-    model = MODELS["f32_chain_b1"]()
+@pytest.mark.parametrize("name", ["f32_chain_b1", "i8_chain_b1"])
+def test_pair_gives_the_same_bits_on_one_thread_and_on_the_pool(name, capfd):
+    """The pair's second op is summed in the same parts on one thread as on two (float32: the split
+    along its inputs that the threads take; int8: integer sums, exact in any order), so the trials,
+    which alternate the two, give one output bit for bit, equal to the reference kernels'; the
+    threads' ranges cover every output of the first op once."""
+    model = MODELS[name]()
     it = cd.interpreter(model, options={"num_threads": 2, "min_sparsity": 0, "verbose": True}, num_threads=2)
     x = _input(ai.Interpreter(model_content=model), 1, 5)
     outs = [_run(it, x) for _ in range(20)]

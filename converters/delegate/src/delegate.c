@@ -401,11 +401,11 @@ struct Kernel {
    * single ops */
   int chain, chain_nt;
   int chain_rows; /* the chain splits rows, not output panels (see prepare) */
-  /* batch-1 f32 chains: the first two ops run as a pair (see run_pair); pair_nt threads' parts */
+  /* batch-1 chains: the first two ops run as a pair (see run_pair); pair_nt threads' parts */
   int chain_pair, pair_nt;
   int* pair_p;        /* pair_nt + 1 panel boundaries of the first op's outputs, one range per thread */
   int32_t* pair_cut;  /* (pair_nt + 1) x npanels of the second op: its blocks by the same column ranges */
-  float** pair_buf;   /* per thread: the second op's partial sums, 16 x npanels floats */
+  void** pair_buf;    /* per thread: the second op's partial sums, 16 x npanels floats (int32 for int8) */
   /* a chain job's argument: the ops' tensors, rewritten only when they move, so that a worker
    * starting a job reads lines it already holds; every line the calling thread writes per invoke
    * costs each worker a cache-line transfer (~200 TSC cycles here), and reading the argument off
@@ -862,16 +862,20 @@ static double op_work(const OpSpec* s) { return (double)s->M * s->N * (s->K * (1
 
 static int resolve_alias(const Kernel* k, int t);
 
-/* Whether a panels chain runs its first two ops as a pair (run_pair): both f32 on one input row,
- * the second reading the first's output through one-column blocks, and the two holding most of the
- * chain's work (the ops after them run on one thread). */
+/* Whether a panels chain runs its first two ops as a pair (run_pair): both f32, or both int8, on
+ * one input row, the second reading the first's output through blocks that never span two threads'
+ * columns (one column wide; int8, four wide with K a multiple of four, so none is re-anchored),
+ * and the two holding most of the chain's work (the ops after them run on one thread). */
 static int pair_applies(const Kernel* k, double chain_work) {
-  if (k->nops < 2 || !k->dd->kt.partial_f32 || !k->dd->kt.split_f32) return 0;
+  if (k->nops < 2) return 0;
   const Op *a = &k->ops[0], *b = &k->ops[1];
-  return a->s.dtype == EDGE_F32 && b->s.dtype == EDGE_F32 && a->s.M == 1 && b->s.M == 1 &&
-         is_panel_layout(a->pk.layout) && a->pk.ptr && is_panel_layout(b->pk.layout) && b->pk.ptr &&
-         b->pk.kb == 1 && b->s.K == a->s.N && resolve_alias(k, b->s.in_t) == a->s.out_t &&
-         op_work(&a->s) + op_work(&b->s) >= 0.75 * chain_work;
+  const EdgeKernelTable* kt = &k->dd->kt;
+  const int f32 = a->s.dtype == EDGE_F32 && b->s.dtype == EDGE_F32 && kt->partial_f32 && kt->split_f32 &&
+                  b->pk.kb == 1;
+  const int i8 = a->s.dtype == EDGE_I8 && b->s.dtype == EDGE_I8 && kt->partial_i8 && b->pk.kb == 4 && b->s.K % 4 == 0;
+  return (f32 || i8) && a->s.M == 1 && b->s.M == 1 && is_panel_layout(a->pk.layout) && a->pk.ptr &&
+         is_panel_layout(b->pk.layout) && b->pk.ptr && b->s.K == a->s.N &&
+         resolve_alias(k, b->s.in_t) == a->s.out_t && op_work(&a->s) + op_work(&b->s) >= 0.75 * chain_work;
 }
 
 /* Each thread's range of the first op's output panels and the second op's blocks in the same
@@ -891,7 +895,7 @@ static int pair_setup(Kernel* k, int nt) {
   double* cost = (double*)calloc((size_t)npa, sizeof(double));
   k->pair_p = (int*)calloc((size_t)nt + 1, sizeof(int));
   k->pair_cut = (int32_t*)calloc(((size_t)nt + 1) * npb, sizeof(int32_t));
-  k->pair_buf = (float**)calloc((size_t)nt, sizeof(float*));
+  k->pair_buf = (void**)calloc((size_t)nt, sizeof(void*));
   k->pair_nt = nt;
   if (!cost || !k->pair_p || !k->pair_cut || !k->pair_buf) {
     free(cost);
@@ -920,7 +924,7 @@ static int pair_setup(Kernel* k, int nt) {
     }
   }
   for (int t = 0; t < nt; t++) {
-    if (!(k->pair_buf[t] = (float*)aligned_alloc(64, (size_t)npb * 16 * sizeof(float)))) return -1;
+    if (!(k->pair_buf[t] = aligned_alloc(64, (size_t)npb * 16 * 4))) return -1; /* floats or int32 */
     const int a_blocks = pa->ptr[k->pair_p[t + 1]] - pa->ptr[k->pair_p[t]];
     int b_blocks = 0;
     for (int q = 0; q < npb; q++)
@@ -1313,8 +1317,11 @@ static void pair_part(const Chain* c, int t, int pooled) {
 #ifdef EDGE_PROFILE
   const unsigned long long t1 = __builtin_ia32_rdtsc();
 #endif
-  k->dd->kt.partial_f32(&b->pk, k->pair_cut + (size_t)t * npb, k->pair_cut + (size_t)(t + 1) * npb, c->jobs[1].x,
-                        k->pair_buf[t]);
+  const int32_t *lo = k->pair_cut + (size_t)t * npb, *hi = k->pair_cut + (size_t)(t + 1) * npb;
+  if (b->s.dtype == EDGE_F32)
+    k->dd->kt.partial_f32(&b->pk, lo, hi, (const float*)c->jobs[1].x, (float*)k->pair_buf[t]);
+  else
+    k->dd->kt.partial_i8(&b->pk, lo, hi, (const int8_t*)c->jobs[1].x, (int32_t*)k->pair_buf[t]);
 #ifdef EDGE_PROFILE
   const unsigned long long t2 = __builtin_ia32_rdtsc();
   if (!pooled) {
@@ -1344,6 +1351,16 @@ static void run_pair(void* arg, int share, int nshares) {
   if (share == 0) k->pair_pooled = pooled;
   if (pooled) {
     pair_part(c, share, 1);
+  } else if (share == 0 && k->ops[0].s.dtype == EDGE_I8) { /* integer sums: the ops whole give the same bits */
+    for (int i = 0; i < 2; i++) {
+#ifdef EDGE_PROFILE
+      const unsigned long long t0 = __builtin_ia32_rdtsc();
+#endif
+      run_share(&c->jobs[i], 0, 1);
+#ifdef EDGE_PROFILE
+      k->ops[i].prof_cycles += __builtin_ia32_rdtsc() - t0;
+#endif
+    }
   } else if (share == 0) { /* the first op whole, the second op's parts added up per panel as it goes */
     const Op *a = &k->ops[0], *b = &k->ops[1];
 #ifdef EDGE_PROFILE
@@ -1368,13 +1385,26 @@ static void pair_finish(Kernel* k) {
 #ifdef EDGE_PROFILE
   unsigned long long t0 = __builtin_ia32_rdtsc();
 #endif
-  if (k->pair_pooled) {
+  if (k->pair_pooled && k->ops[1].s.dtype == EDGE_I8) {
+    const EdgeEpilogue* e = &k->ops[1].ep;
+    const int N = k->ops[1].s.N;
+    int32_t* restrict acc = (int32_t*)k->pair_buf[0];
+    for (int t = 1; t < k->pair_nt; t++) {
+      const int32_t* restrict part = (const int32_t*)k->pair_buf[t];
+      for (int n = 0; n < N; n++) acc[n] = (int32_t)((uint32_t)acc[n] + (uint32_t)part[n]);
+    }
+    /* sums of (x + 128) * w: bias_u8 completes them, the requant entry adds bias_s8 */
+    const int32_t* restrict bu = e->bias_u8;
+    const int32_t* restrict bs = e->bias_s8;
+    for (int n = 0; n < N; n++) acc[n] = (int32_t)((uint32_t)acc[n] + (uint32_t)bu[n] - (uint32_t)bs[n]);
+    k->dd->kt.requant(e, acc, (int8_t*)k->chain_jobs[1].y, N);
+  } else if (k->pair_pooled) {
     const EdgeEpilogue* e = &k->ops[1].ep;
     const int N = k->ops[1].s.N;
     float* restrict y = (float*)k->chain_jobs[1].y;
-    float* restrict acc = k->pair_buf[0];
+    float* restrict acc = (float*)k->pair_buf[0];
     for (int t = 1; t < k->pair_nt; t++) {
-      const float* restrict part = k->pair_buf[t];
+      const float* restrict part = (const float*)k->pair_buf[t];
       for (int n = 0; n < N; n++) acc[n] += part[n];
     }
     const float* restrict bias = e->fbias;

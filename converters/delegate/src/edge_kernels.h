@@ -107,12 +107,20 @@ typedef void (*EdgePartialFn)(const EdgePacked* p, const int32_t* lo, const int3
 typedef void (*EdgeSplitFn)(const EdgePacked* p, const EdgeEpilogue* e, const int32_t* cut, int nparts,
                             const float* x, float* y);
 
+/* int8, one input row, a panel layout with 4-column blocks: for every panel pn the raw sums of
+ * (x + 128) * w over blocks [lo[pn], hi[pn]) into acc[16 pn .. 16 pn + 15] (the unsigned input the
+ * VNNI kernels feed; bias_u8 completes them).  Integer sums are exact, so an op split along K by
+ * threads (run_pair) gives the same bits as the whole op on one thread. */
+typedef void (*EdgePartialI8Fn)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const int8_t* x,
+                                int32_t* acc);
+
 typedef struct EdgeKernelTable {
   const char* isa;
   EdgeGemmFn gemm[2][EDGE_LAYOUT_COUNT]; /* [dtype][layout]; NULL = not available */
   EdgeRequantFn requant;
   EdgePartialFn partial_f32;
   EdgeSplitFn split_f32;
+  EdgePartialI8Fn partial_i8;
 } EdgeKernelTable;
 
 EDGE_HIDDEN void edge_kernels_scalar(EdgeKernelTable* t);

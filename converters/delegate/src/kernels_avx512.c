@@ -431,12 +431,19 @@ static void avx512_f32_split(const EdgePacked* p, const EdgeEpilogue* e, const i
   }
 }
 
+static void vnni_i8_partial(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const int8_t* x,
+                            int32_t* acc) {
+  for (int pn = 0; pn < p->npanels; pn++)
+    _mm512_store_si512((void*)(acc + (size_t)pn * 16), vnni_row_acc(p, x, lo[pn], hi[pn], 0));
+}
+
 void edge_kernels_avx512(EdgeKernelTable* t) {
   t->isa = "avx512-vnni";
   edge_avx512_fill_table(t);
   t->requant = avx512_requant;
   t->partial_f32 = avx512_f32_partial;
   t->split_f32 = avx512_f32_split;
+  t->partial_i8 = vnni_i8_partial;
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = avx512_f32_panel;

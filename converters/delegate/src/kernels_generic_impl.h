@@ -242,10 +242,26 @@ static void EDGE_SFX(f32_split)(const EdgePacked* p, const EdgeEpilogue* e, cons
   }
 }
 
+static void EDGE_SFX(i8_partial)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const int8_t* x,
+                                 int32_t* acc) {
+  const int8_t* W = (const int8_t*)p->w;
+  for (int pn = 0; pn < p->npanels; pn++) {
+    int32_t* a = acc + (size_t)pn * 16;
+    memset(a, 0, 16 * sizeof(int32_t));
+    for (int b = lo[pn]; b < hi[pn]; b++) {
+      const int8_t* w = W + (size_t)b * 64;
+      const int k = p->idx[b];
+      const int32_t x0 = x[k] + 128, x1 = x[k + 1] + 128, x2 = x[k + 2] + 128, x3 = x[k + 3] + 128;
+      for (int j = 0; j < 16; j++) a[j] += x0 * w[4 * j] + x1 * w[4 * j + 1] + x2 * w[4 * j + 2] + x3 * w[4 * j + 3];
+    }
+  }
+}
+
 static void EDGE_SFX(fill_table)(EdgeKernelTable* t) {
   t->requant = EDGE_SFX(requant);
   t->partial_f32 = EDGE_SFX(f32_partial);
   t->split_f32 = EDGE_SFX(f32_split);
+  t->partial_i8 = EDGE_SFX(i8_partial);
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = EDGE_SFX(f32_panel);
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = EDGE_SFX(f32_panel);

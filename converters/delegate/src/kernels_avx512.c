@@ -167,6 +167,20 @@ static inline __m512i bcast_u4(const int8_t* p) { /* input already stored as x ^
 static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored);
 
+static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y);
+
+/* dst[0, len) = src[0, len) ^ 0x80 */
+static inline void xor80(int8_t* dst, const int8_t* src, int len) {
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  int k = 0;
+  for (; k + 64 <= len; k += 64)
+    _mm512_storeu_si512((void*)(dst + k), _mm512_xor_si512(_mm512_loadu_si512((const void*)(src + k)), flip));
+  if (k < len) {
+    const __mmask64 tail = ((__mmask64)1 << (len - k)) - 1;
+    _mm512_mask_storeu_epi8(dst + k, tail, _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, src + k), flip));
+  }
+}
+
 /* Inputs are converted to unsigned (x ^ 0x80) once, in chunks of rows that fit a stack buffer, so
  * every stored block costs a single broadcast load and one vpdpbusd. Converting on the fly costs a
  * scalar load, a xor and a broadcast from a general register per block and row, which was most of
@@ -177,30 +191,29 @@ static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const
 static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void* xv, int M, int ldx, void* yv,
                           int ldy, int n0, int n1) {
   const int K = p->K;
+  int8_t xs[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
+  if (M == 1 && p->s_pan && n0 == 0 && n1 == p->N) {
+    /* a whole batch-1 row straight to the stream (built only for K <= EDGE_STREAM_MAX_K): without
+     * the row chunking below, whose division and checks took ~3 % of the int8 LeNet ticket's
+     * invoke from Python, scratch A/B over 4 interpreters each */
+    xor80(xs, (const int8_t*)xv, K);
+    vnni_i8_stream(p, e, xs, (int8_t*)yv);
+    return;
+  }
   const int64_t blocks = (int64_t)p->ptr[(n1 + 15) / 16] - p->ptr[n0 / 16];
   if (K > EDGE_STREAM_MAX_K || ((size_t)M * K > EDGE_STREAM_MAX_K && blocks * 8 <= K)) {
     vnni_i8_panel_impl(p, e, (const int8_t*)xv, M, ldx, yv, ldy, n0, n1, 0);
     return;
   }
-  int8_t xs[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
-  const __m512i flip = _mm512_set1_epi8((char)0x80);
   int chunk = EDGE_STREAM_MAX_K / K;
   if (chunk >= 8) chunk &= ~3; /* whole groups of four rows for the row loop */
   for (int m0 = 0; m0 < M; m0 += chunk) {
     const int mc = M - m0 < chunk ? M - m0 : chunk;
     /* rows stored back to back (ldx == K, as convolutions pass them) convert as one run */
-    const int runs = ldx == K ? 1 : mc, len = ldx == K ? mc * K : K;
-    for (int r = 0; r < runs; r++) {
-      const int8_t* src = (const int8_t*)xv + (size_t)(m0 + r) * ldx;
-      int8_t* dst = xs + (size_t)r * K;
-      int k = 0;
-      for (; k + 64 <= len; k += 64)
-        _mm512_storeu_si512((void*)(dst + k), _mm512_xor_si512(_mm512_loadu_si512((const void*)(src + k)), flip));
-      if (k < len) {
-        const __mmask64 tail = ((__mmask64)1 << (len - k)) - 1;
-        _mm512_mask_storeu_epi8(dst + k, tail, _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, src + k), flip));
-      }
-    }
+    if (ldx == K)
+      xor80(xs, (const int8_t*)xv + (size_t)m0 * ldx, mc * K);
+    else
+      for (int r = 0; r < mc; r++) xor80(xs + (size_t)r * K, (const int8_t*)xv + (size_t)(m0 + r) * ldx, K);
     vnni_i8_panel_impl(p, e, xs, mc, K, (int8_t*)yv + (size_t)m0 * ldy, ldy, n0, n1, 1);
   }
 }
@@ -298,10 +311,6 @@ __attribute__((noinline)) static void vnni_i8_panel_impl(const EdgePacked* p, co
                                                          const int8_t* x, int M, int ldx, void* yv, int ldy,
                                                          int n0, int n1, int pre_xored) {
   int8_t* y = (int8_t*)yv;
-  if (M == 1 && pre_xored && p->s_pan && n0 == 0 && n1 == p->N) {
-    vnni_i8_stream(p, e, x, y);
-    return;
-  }
   const int8_t* W = (const int8_t*)p->w;
   for (int pn = n0 / 16; pn * 16 < n1; pn++) {
     const int b0 = p->ptr[pn], b1 = p->ptr[pn + 1];

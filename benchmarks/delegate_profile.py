@@ -297,7 +297,7 @@ def write(out: Path, r: dict) -> None:
            for t in mx["times_us"]]
     md += ["", "## One pool job per invoke: LeNet-300-100 tickets on 2 threads (whole graph claimed)", "",
            "The partition's first 16 invokes alternate one pool job for all its ops (split: `panels`, each",
-           "thread's output panels of every op with barriers between ops; `pair`, float32 at batch 1, each",
+           "thread's output panels of every op with barriers between ops; `pair`, at batch 1 (int8 since 4c7a1fb), each",
            "thread's output panels of the first op and the second op over the same inputs, its partial sums",
            "added by the caller after the job, which then runs the third op; `rows`, each thread's rows through",
            "the whole chain) and",
@@ -312,7 +312,7 @@ def write(out: Path, r: dict) -> None:
     md += ["", "## Pool halves in steady state: LeNet-300-100 tickets on 2 threads", "",
            "Each path forced for 20000 invokes in its own process (`EDGE_PROFILE_THREADS=one|pool`, profile",
            "builds only). Per op: TSC cycles on one thread, and each share's part of it in the pool job",
-           "(barrier waits excluded; the chain splits panels at batch 1, or runs a pair for float32, and rows",
+           "(barrier waits excluded; at batch 1 the chain runs a pair (int8 since 4c7a1fb, which split panels before), and rows",
            "at batch 8; in a pair, share 0 of the second op includes adding the partial sums, and the third op",
            "runs on the caller after the job); an even split on two free cores would take 50 %. The invoke rows give",
            "the delegate's whole invoke (hand-off, barriers and waits included).", "",

@@ -347,6 +347,13 @@ typedef struct Job {
   void* y;
 } Job;
 
+/* Stores j into *kept only when it differs (see Kernel.chain_jobs).  Field by field: memcmp, a
+ * library call per op on every invoke, cost the int8 LeNet ticket ~3 % of its invoke on 2 threads
+ * where one thread ran (scratch A/B from Python, against the same ops run without the kept jobs). */
+static inline void keep_job(Job* kept, const Job* j) {
+  if (kept->x != j->x || kept->y != j->y || kept->op != j->op || kept->k != j->k) *kept = *j;
+}
+
 typedef struct Chain {
   Kernel* k;
   Job* jobs;
@@ -501,6 +508,20 @@ static double run_timed(int on_pool, EdgePool* pool, EdgeTaskFn fn, void* arg) {
   const double t0 = edge_now_us();
   run_on(on_pool, pool, fn, arg);
   return edge_now_us() - t0;
+}
+
+/* Whether run_measured would run this invoke's job on one thread with nothing else to do (the
+ * choice made and not the pool, no re-check window open or due, the monitor not reading the clock);
+ * if so it counts the run as run_measured would and returns 1, and the caller runs the ops itself
+ * with its own jobs.  Going through run_measured and the chain's kept jobs cost the int8 LeNet
+ * ticket ~3 % of its invoke on 2 threads where one thread ran (scratch A/B from Python). */
+static int counted_one_thread_run(ThreadChoice* tc) {
+  if (tc->trials < 2 * THREAD_TRIALS || tc->use_pool || tc->window || tc->runs + 1 >= tc->next_check ||
+      (tc->ref_one > 0 && tc->mon_step + 1 >= MONITOR_STEP))
+    return 0;
+  tc->runs++;
+  if (tc->ref_one > 0) tc->mon_step++;
+  return 1;
 }
 
 /* Runs fn(arg, ...) once, on the pool or on this thread: alternately (timed) for the first
@@ -1470,11 +1491,14 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
     void* dst = ctx->tensors[k->copy_out[i]].data;
     if (src && dst && src != dst) memcpy(dst, src, ctx->tensors[k->copy_out[i]].bytes);
   }
-  if (k->chain && k->pool) {
+  /* a float32 pair on one thread sums its second op in the pool's parts (run_pair), so that one
+   * always goes through the chain */
+  if (k->chain && k->pool &&
+      ((k->chain_pair && k->ops[0].s.dtype == EDGE_F32) || !counted_one_thread_run(&k->chain_threads))) {
     for (int i = 0; i < k->nops; i++) {
       Job j;
       if (!op_job(ctx, k, &k->ops[i], &j)) return eStatusError;
-      if (memcmp(&j, &k->chain_jobs[i], sizeof(j)) != 0) k->chain_jobs[i] = j;
+      keep_job(&k->chain_jobs[i], &j);
     }
     const int rc = run_measured(&k->chain_threads, k->pool, k->chain_pair ? run_pair : run_chain, &k->chain_arg);
     if (k->chain_pair) pair_finish(k);
@@ -1493,7 +1517,7 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
       const unsigned long long t_op = __builtin_ia32_rdtsc();
 #endif
       if (op->parallel && k->pool) {
-        if (memcmp(&j, &op->job, sizeof(j)) != 0) op->job = j;
+        keep_job(&op->job, &j);
         const int rc = run_measured(&op->threads, k->pool, run_share, &op->job);
         if (rc) {
           char what[32];

@@ -212,6 +212,22 @@ def test_chain_of_small_ops_as_one_pool_job_is_measured_and_exact(name, batch, s
     assert decisions[0].endswith(("-> threads", "-> 1 thread"))
 
 
+@pytest.mark.parametrize("image", [None, (8, 8, 4)])
+def test_int8_batch1_chain_runs_as_one_stream_call_and_stays_exact(image, capfd):
+    """On one thread a batch-1 int8 MLP whose layers all have the grouped stream runs as one kernel
+    call: the input converted once, each layer's output stored converted for the next. It gives
+    the reference kernels' bytes at batch 1 (also behind a flattening RESHAPE), and at batch 3,
+    where the layers run one by one."""
+    model = mlp((256, 96, 48, 10), 0.8, "16x4", "int8", image=image)
+    it = cd.interpreter(model, options={"min_sparsity": 0, "verbose": True})
+    for batch in (1, 3, 1):
+        for seed in range(4):
+            x = _input(ai.Interpreter(model_content=model), batch, 40 + seed)
+            _assert_same(_run(it, x), _reference(model, x))
+    calls = [line for line in capfd.readouterr().err.splitlines() if "one batch-1 int8 stream call" in line]
+    assert calls, "the batch-1 chain did not run as one stream call"
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_float32_one_column_blocks_past_16_bit_columns(batch):
     """Past 65536 inputs the 16x1 kernels read 32-bit column numbers (the 16-bit copy is not built):

@@ -387,6 +387,8 @@ struct Op {
  * half the smallest per-core L2 of the x86 and Arm cores this targets (1 MB and up on current
  * server cores, 512 KB on many phone cores) */
 #define CHAIN_ROWS_MAX_BYTES (256.0 * 1024.0)
+/* ops in one batch-1 int8 stream call (see prepare) */
+#define STREAM_CHAIN_MAX_OPS 16
 
 struct Kernel {
   DelegateData* dd;
@@ -408,6 +410,8 @@ struct Kernel {
    * single ops */
   int chain, chain_nt;
   int chain_rows; /* the chain splits rows, not output panels (see prepare) */
+  /* on one thread, the ops as one batch-1 int8 stream call (kt.stream_chain_i8; see prepare) */
+  int stream_chain;
   /* batch-1 chains: the first two ops run as a pair (see run_pair); pair_nt threads' parts */
   int chain_pair, pair_nt;
   int* pair_p;        /* pair_nt + 1 panel boundaries of the first op's outputs, one range per thread */
@@ -1166,6 +1170,23 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
    * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
    * no barriers, and no activations crossing cores.  Each thread then reads all the weights, so
    * only while they fit a core's L2 (CHAIN_ROWS_MAX_BYTES); beyond, panels halve each one's share. */
+  /* A batch-1 int8 chain whose every op has the grouped stream runs on one thread as one kernel
+   * call that converts the input once and has each op also store its output converted for the
+   * next: per op, the conversion pass and the calls down to the stream were a fixed cost of a few
+   * per cent of the int8 LeNet ticket's invoke.  Profile builds keep the per-op calls they time. */
+  int stream_chain = k->dd->kt.stream_chain_i8 != NULL && k->nops <= STREAM_CHAIN_MAX_OPS;
+  for (int i = 0; i < k->nops && stream_chain; i++) {
+    const Op* op = &k->ops[i];
+    stream_chain = op->s.dtype == EDGE_I8 && op->s.M == 1 && op->direct && !op->parallel && op->pk.s_pan &&
+                   (i == 0 || resolve_alias(k, op->s.in_t) == k->ops[i - 1].s.out_t);
+  }
+#ifdef EDGE_PROFILE
+  stream_chain = 0;
+#endif
+  if (stream_chain && !k->stream_chain)
+    vlog(k->dd, "nodes %d-%d: one batch-1 int8 stream call on one thread (the input converted once)",
+         k->ops[0].s.node, k->ops[k->nops - 1].s.node);
+  k->stream_chain = stream_chain;
   int chain = nt > 1 && k->nops <= CHAIN_MAX_OPS, same_rows = 1;
   double chain_work = 0.0, chain_bytes = 0.0;
   for (int i = 0; i < k->nops && chain; i++) {
@@ -1508,6 +1529,20 @@ static int kernel_invoke(EdgeContext* ctx, EdgeNode* node) {
                k->chain_rows ? "rows" : (k->chain_pair ? "pair" : "panels"));
       log_choice(k, what, &k->chain_threads, rc);
     }
+  } else if (k->stream_chain) {
+    const EdgePacked* pk[STREAM_CHAIN_MAX_OPS];
+    const EdgeEpilogue* ep[STREAM_CHAIN_MAX_OPS];
+    int8_t* y[STREAM_CHAIN_MAX_OPS];
+    const void* x = NULL;
+    for (int i = 0; i < k->nops; i++) {
+      Job j;
+      if (!op_job(ctx, k, &k->ops[i], &j)) return eStatusError;
+      if (i == 0) x = j.x;
+      pk[i] = &k->ops[i].pk;
+      ep[i] = &k->ops[i].ep;
+      y[i] = (int8_t*)j.y;
+    }
+    k->dd->kt.stream_chain_i8(pk, ep, k->nops, (const int8_t*)x, y);
   } else {
     for (int i = 0; i < k->nops; i++) {
       Op* op = &k->ops[i];

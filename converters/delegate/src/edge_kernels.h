@@ -114,6 +114,13 @@ typedef void (*EdgeSplitFn)(const EdgePacked* p, const EdgeEpilogue* e, const in
 typedef void (*EdgePartialI8Fn)(const EdgePacked* p, const int32_t* lo, const int32_t* hi, const int8_t* x,
                                 int32_t* acc);
 
+/* int8, one input row, a chain of ops each of whose weights has the batch-1 stream (EdgePacked.s_pan),
+ * op i + 1 reading op i's output: the input is converted (x ^ 0x80) once and each op's epilogue also
+ * stores its output converted for the next, so only the first op pays a conversion and the chain
+ * is one call; y[i] receives op i's int8 output. */
+typedef void (*EdgeStreamChainFn)(const EdgePacked* const* p, const EdgeEpilogue* const* e, int nops,
+                                  const int8_t* x, int8_t* const* y);
+
 typedef struct EdgeKernelTable {
   const char* isa;
   EdgeGemmFn gemm[2][EDGE_LAYOUT_COUNT]; /* [dtype][layout]; NULL = not available */
@@ -121,6 +128,7 @@ typedef struct EdgeKernelTable {
   EdgePartialFn partial_f32;
   EdgeSplitFn split_f32;
   EdgePartialI8Fn partial_i8;
+  EdgeStreamChainFn stream_chain_i8; /* NULL where the ISA has no batch-1 stream */
 } EdgeKernelTable;
 
 EDGE_HIDDEN void edge_kernels_scalar(EdgeKernelTable* t);

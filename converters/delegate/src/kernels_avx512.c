@@ -167,7 +167,7 @@ static inline __m512i bcast_u4(const int8_t* p) { /* input already stored as x ^
 static void vnni_i8_panel_impl(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* x, int M, int ldx,
                                void* yv, int ldy, int n0, int n1, int pre_xored);
 
-static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y);
+static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y, int8_t* yu);
 
 /* dst[0, len) = src[0, len) ^ 0x80 */
 static inline void xor80(int8_t* dst, const int8_t* src, int len) {
@@ -197,7 +197,7 @@ static void vnni_i8_panel(const EdgePacked* p, const EdgeEpilogue* e, const void
      * the row chunking below, whose division and checks took ~3 % of the int8 LeNet ticket's
      * invoke from Python, scratch A/B over 4 interpreters each */
     xor80(xs, (const int8_t*)xv, K);
-    vnni_i8_stream(p, e, xs, (int8_t*)yv);
+    vnni_i8_stream(p, e, xs, (int8_t*)yv, NULL);
     return;
   }
   const int64_t blocks = (int64_t)p->ptr[(n1 + 15) / 16] - p->ptr[n0 / 16];
@@ -283,8 +283,9 @@ static inline __attribute__((always_inline)) void stream_group(const uint16_t** 
 }
 
 /* Batch 1 from the grouped stream (see EdgePacked.s_pan): four panels at a time, with independent
- * accumulator chains per panel, one loop per group; a last group of 1-3 panels has its own loop. */
-static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y) {
+ * accumulator chains per panel, one loop per group; a last group of 1-3 panels has its own loop.
+ * With yu, the outputs are also stored there as y ^ 0x80 (the next op's converted input). */
+static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int8_t* xu, int8_t* y, int8_t* yu) {
   const uint16_t* col = p->s_col;
   const int8_t* W = (const int8_t*)p->s_w;
   const int np = p->npanels;
@@ -300,8 +301,24 @@ static void vnni_i8_stream(const EdgePacked* p, const EdgeEpilogue* e, const int
     for (int u = 0; u < gs; u++) {
       const int n = p->s_pan[4 * g + u] * 16;
       const Q16 q = q16_load(e, n, p->N - n < 16 ? p->N - n : 16);
-      store_q8_16(&q, _mm512_add_epi32(acc[u], q.bias), y + n);
+      const __m128i r = narrow8(requant16(&q, _mm512_add_epi32(acc[u], q.bias)));
+      _mm_mask_storeu_epi8(y + n, q.lanes, r);
+      if (yu) _mm_mask_storeu_epi8(yu + n, q.lanes, _mm_xor_si128(r, _mm_set1_epi8((char)0x80)));
     }
+  }
+}
+
+static void vnni_i8_stream_chain(const EdgePacked* const* p, const EdgeEpilogue* const* e, int nops,
+                                 const int8_t* x, int8_t* const* y) {
+  int8_t xa[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
+  int8_t xb[EDGE_STREAM_MAX_K] __attribute__((aligned(64)));
+  int8_t *in = xa, *out = xb;
+  xor80(in, x, p[0]->K);
+  for (int i = 0; i < nops; i++) {
+    vnni_i8_stream(p[i], e[i], in, y[i], i + 1 < nops ? out : NULL);
+    int8_t* t = in;
+    in = out;
+    out = t;
   }
 }
 
@@ -453,6 +470,7 @@ void edge_kernels_avx512(EdgeKernelTable* t) {
   t->partial_f32 = avx512_f32_partial;
   t->split_f32 = avx512_f32_split;
   t->partial_i8 = vnni_i8_partial;
+  t->stream_chain_i8 = vnni_i8_stream_chain;
   t->gemm[EDGE_F32][EDGE_LAYOUT_DENSE] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X1] = avx512_f32_panel;
   t->gemm[EDGE_F32][EDGE_LAYOUT_16X4] = avx512_f32_panel;

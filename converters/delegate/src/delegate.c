@@ -347,9 +347,9 @@ typedef struct Job {
   void* y;
 } Job;
 
-/* Stores j into *kept only when it differs (see Kernel.chain_jobs).  Field by field: memcmp, a
- * library call per op on every invoke, cost the int8 LeNet ticket ~3 % of its invoke on 2 threads
- * where one thread ran (scratch A/B from Python, against the same ops run without the kept jobs). */
+/* Stores j into *kept only when it differs (see Kernel.chain_jobs).  Field by field: memcmp is a
+ * library call per op on every invoke (about 1 % of the int8 LeNet ticket's invoke on 2 threads in
+ * a scratch A/B from Python; the rest of what the chain path cost there is counted_one_thread_run's). */
 static inline void keep_job(Job* kept, const Job* j) {
   if (kept->x != j->x || kept->y != j->y || kept->op != j->op || kept->k != j->k) *kept = *j;
 }

@@ -1164,12 +1164,6 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     }
     op->parallel = parallel;
   }
-  /* ops too small to split one by one (batch-1 layers) may still pay as one job for the chain.
-   * With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
-   * an earlier op's output or of a partition input (a claimed RESHAPE keeps the bytes, and with
-   * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
-   * no barriers, and no activations crossing cores.  Each thread then reads all the weights, so
-   * only while they fit a core's L2 (CHAIN_ROWS_MAX_BYTES); beyond, panels halve each one's share. */
   /* A batch-1 int8 chain whose every op has the grouped stream runs on one thread as one kernel
    * call that converts the input once and has each op also store its output converted for the
    * next: per op, the conversion pass and the calls down to the stream were a fixed cost of a few
@@ -1187,6 +1181,12 @@ static int kernel_prepare(EdgeContext* ctx, EdgeNode* node) {
     vlog(k->dd, "nodes %d-%d: one batch-1 int8 stream call on one thread (the input converted once)",
          k->ops[0].s.node, k->ops[k->nops - 1].s.node);
   k->stream_chain = stream_chain;
+  /* ops too small to split one by one (batch-1 layers) may still pay as one job for the chain.
+   * With the same rows (batch rows, or pixels) in every op, row m of each op's input is row m of
+   * an earlier op's output or of a partition input (a claimed RESHAPE keeps the bytes, and with
+   * equal rows keeps them per row), so each thread can run its own rows through the whole chain:
+   * no barriers, and no activations crossing cores.  Each thread then reads all the weights, so
+   * only while they fit a core's L2 (CHAIN_ROWS_MAX_BYTES); beyond, panels halve each one's share. */
   int chain = nt > 1 && k->nops <= CHAIN_MAX_OPS, same_rows = 1;
   double chain_work = 0.0, chain_bytes = 0.0;
   for (int i = 0; i < k->nops && chain; i++) {

@@ -12,6 +12,9 @@ Not a test. Writes docs/results/sparse_delegate.{json,md,png} with machine, vers
 Every configuration runs batch 1 and 8, 1 and 2 threads; times are medians over interleaved
 repeats taken in 5 rounds 30 s apart (the machine is shared and its speed shifts for minutes:
 ratios are more trustworthy than absolute times, and the rounds column shows their spread).
+Each configuration is timed from Python (`invoke()`) and from C (the same interpreter's
+`Interpreter::Invoke()` in a loop, `benchmarks/invoke_loop.c`), which leaves out the ~0.5 us
+that every Python call adds.
 
     nice python benchmarks/sparse_delegate.py            # full run (~12 min on 2 cores)
     nice python benchmarks/sparse_delegate.py --quick    # smoke run
@@ -282,10 +285,73 @@ def fc_layer(dtype: str, sparsity: float, pattern: str) -> bytes:
 # ----------------------------------------------------------------------------- timing
 
 
-class Runner:
-    """One interpreter configuration, timed by repeated invoke() calls."""
+class NativeInvoke:
+    """Times LiteRT's own ``Interpreter::Invoke()`` called back to back from C
+    (``benchmarks/invoke_loop.c``), next to the Python ``invoke()`` timings.
 
-    def __init__(self, model: bytes, kind: str, batch: int, threads: int, options: dict | None = None):
+    ``Interpreter.invoke()`` from Python adds ~0.5 us to every invoke (the Python method, pybind11,
+    the GIL released and taken again), which is half of a batch-1 LeNet ticket's invoke under the
+    delegate and shrinks every ratio of small models towards 1.  An application in C, C++ or Java,
+    and LiteRT's C++ benchmark tool, do not pay it.  The function is not exported by the LiteRT
+    wheel: its address is its offset in the library's symbol table (``nm``) plus where the library
+    was loaded (found from an exported symbol of the same library).  ``why_not`` says why it is
+    unavailable (no gcc or nm, a stripped or renamed library); each `Runner` also checks that one
+    invoke from C gives the outputs of one from Python on a fresh input before it is timed."""
+
+    SYMBOL = "_ZN6tflite4impl11Interpreter6InvokeEv"  # tflite::impl::Interpreter::Invoke()
+    ANCHOR = "Wrapped_PyInit__pywrap_litert_interpreter_wrapper"  # exported by the same library
+
+    def __init__(self, tmp: Path):
+        import ctypes
+
+        import ai_edge_litert.interpreter  # noqa: F401  (loads the library)
+
+        self.why_not = ""
+        self.invoke_addr = 0
+        lib = Path(ai_edge_litert.interpreter.__file__).parent / "libpywrap_litert_common.so"
+        if not (shutil.which("gcc") and shutil.which("nm")):
+            self.why_not = "needs gcc and nm (binutils)"
+            return
+        if not lib.is_file():
+            self.why_not = f"{lib.name} not found next to ai_edge_litert.interpreter"
+            return
+
+        def address(args: list[str], name: str) -> int | None:
+            out = subprocess.run(["nm", *args, str(lib)], capture_output=True, text=True).stdout
+            hits = [line.split()[0] for line in out.splitlines() if line.split()[-1:] == [name]
+                    or line.endswith(" " + name + "@@VERS_1.0")]
+            return int(hits[0], 16) if hits else None
+
+        invoke_off, anchor_off = address([], self.SYMBOL), address(["-D", "--defined-only"], self.ANCHOR)
+        if invoke_off is None or anchor_off is None:
+            self.why_not = f"{self.SYMBOL if invoke_off is None else self.ANCHOR} not in {lib.name}'s symbol table"
+            return
+        loaded = ctypes.CDLL(str(lib))  # already loaded by the import above: the same mapping
+        anchor = ctypes.cast(getattr(loaded, self.ANCHOR), ctypes.c_void_p).value
+        self.invoke_addr = anchor - anchor_off + invoke_off
+        so = tmp / "invoke_loop.so"
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(so), str(REPO / "benchmarks" / "invoke_loop.c")],
+                       check=True)
+        self.loop = ctypes.CDLL(str(so)).invoke_loop_ns
+        self.loop.restype = ctypes.c_double
+        self.loop.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.POINTER(ctypes.c_int)]
+        self._status = ctypes.c_int()
+        self._byref = ctypes.byref
+
+    def us_per_invoke(self, interpreter, n: int) -> float:
+        """us per invoke of ``n`` back-to-back invokes of a Python ``Interpreter``, from C."""
+        ns = self.loop(self.invoke_addr, interpreter._interpreter.interpreter(), n, self._byref(self._status))
+        if self._status.value != 0:
+            raise RuntimeError(f"Interpreter::Invoke() called from C returned status {self._status.value}")
+        return ns / 1e3
+
+
+class Runner:
+    """One interpreter configuration, timed by repeated invoke() calls from Python and, with a
+    `NativeInvoke`, by the same invokes called from C."""
+
+    def __init__(self, model: bytes, kind: str, batch: int, threads: int, options: dict | None = None,
+                 native: NativeInvoke | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         import converters.delegate as cd
@@ -304,6 +370,23 @@ class Runner:
              else rng.uniform(0, 1, d["shape"]).astype(np.float32))
         self.it.set_tensor(d["index"], x)
         self.n = int(max(5, min(20000, 0.02 / max(self._steady_invoke_s(), 1e-7))))  # ~20 ms per sample
+        self.native = native if native is not None and not native.why_not else None
+        if self.native is not None:
+            self._check_native(d, x)
+
+    def _check_native(self, d: dict, x: np.ndarray) -> None:
+        """One invoke from C on a fresh input must give the outputs one from Python gives, and differ
+        from those of the timed input: else the address found is not this interpreter's Invoke()."""
+        out = self.it.get_output_details()[0]["index"]
+        self.it.invoke()
+        before = self.it.get_tensor(out).copy()
+        self.it.set_tensor(d["index"], (x.astype(np.int16) // 2).astype(x.dtype) if x.dtype == np.int8 else x / 2 + 0.25)
+        self.native.us_per_invoke(self.it, 1)
+        from_c = self.it.get_tensor(out).copy()
+        self.it.invoke()
+        if not np.array_equal(from_c, self.it.get_tensor(out)) or np.array_equal(from_c, before):
+            raise RuntimeError("Interpreter::Invoke() called from C did not compute what invoke() from Python does")
+        self.it.set_tensor(d["index"], x)
 
     def _steady_invoke_s(self) -> float:
         """Seconds per invoke once past the delegate's thread trials (its first 16 invokes time one
@@ -321,7 +404,11 @@ class Runner:
             if elapsed >= 0.005 and runs >= 5:
                 return elapsed / runs
 
-    def sample(self) -> float:
+    def sample(self, from_c: bool = False) -> float:
+        """us per invoke over ~20 ms of back-to-back invokes, from Python or (``from_c``) from C."""
+        if from_c:
+            self.native.us_per_invoke(self.it, max(1, self.n // 4))  # untimed warm-up, as below
+            return self.native.us_per_invoke(self.it, self.n)
         invoke = self.it.invoke
         # untimed warm-up: lets the previous configuration's idle pool threads (XNNPACK's spin after
         # their last job) go quiet, so they do not tax this one's threads
@@ -333,12 +420,13 @@ class Runner:
         return (time.perf_counter() - t0) / self.n * 1e6  # us
 
 
-def measure(runners: dict[str, Runner], repeats: int) -> dict[str, list[float]]:
-    """us per invoke of each configuration: `repeats` samples, interleaved across configurations."""
+def measure(runners: dict[str, Runner], repeats: int, from_c: bool = False) -> dict[str, list[float]]:
+    """us per invoke of each configuration: `repeats` samples, interleaved across configurations
+    (timed from C instead of Python with ``from_c``)."""
     samples: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(repeats):
         for k, r in runners.items():
-            samples[k].append(r.sample())
+            samples[k].append(r.sample(from_c))
     return samples
 
 
@@ -350,27 +438,42 @@ class Comparison:
     tenant on a vCPU, a slow period of the host), and a median over rounds spread through the run is
     robust to one such period, where a median of back-to-back repeats is not."""
 
-    def __init__(self, model: bytes, name: str, options: dict | None = None, batches=(1, 8), threads=(1, 2)):
+    def __init__(self, model: bytes, name: str, options: dict | None = None, batches=(1, 8), threads=(1, 2),
+                 native: NativeInvoke | None = None):
         self.name = name
         self.configs = [(b, t) for b in batches for t in threads]
-        self.runners = {c: {"xnnpack": Runner(model, "xnnpack", *c), "delegate": Runner(model, "delegate", *c, options)}
+        self.runners = {c: {"xnnpack": Runner(model, "xnnpack", *c, native=native),
+                             "delegate": Runner(model, "delegate", *c, options, native=native)}
                         for c in self.configs}
-        self.samples = {c: {"xnnpack": [], "delegate": []} for c in self.configs}
-        self.round_speedups: dict = {c: [] for c in self.configs}
+        self.from_c = all(r.native is not None for rs in self.runners.values() for r in rs.values())
+        self.timings = ("python", "c") if self.from_c else ("python",)
+        self.samples = {(c, how): {"xnnpack": [], "delegate": []} for c in self.configs for how in self.timings}
+        self.round_speedups: dict = {(c, how): [] for c in self.configs for how in self.timings}
 
     def measure_round(self, repeats: int) -> None:
         for c in self.configs:
-            res = measure(self.runners[c], repeats)
-            for k, v in res.items():
-                self.samples[c][k] += v
-            self.round_speedups[c].append(float(np.median(res["xnnpack"]) / np.median(res["delegate"])))
+            for how in self.timings:
+                res = measure(self.runners[c], repeats, from_c=how == "c")
+                for k, v in res.items():
+                    self.samples[(c, how)][k] += v
+                self.round_speedups[(c, how)].append(float(np.median(res["xnnpack"]) / np.median(res["delegate"])))
 
     def rows(self) -> list[dict]:
+        """One row per (batch, threads): the Python-timed figures, and ``c`` with the same keys for
+        the C-timed ones where a `NativeInvoke` ran."""
         rows = []
-        for (b, t), s in self.samples.items():
-            x, d = float(np.median(s["xnnpack"])), float(np.median(s["delegate"]))
-            rows.append({"name": self.name, "batch": b, "threads": t, "xnnpack_us": x, "delegate_us": d,
-                         "speedup": x / d, "round_speedups": self.round_speedups[(b, t)]})
+        for b, t in self.configs:
+            row: dict = {"name": self.name, "batch": b, "threads": t}
+            for how in self.timings:
+                s = self.samples[((b, t), how)]
+                x, d = float(np.median(s["xnnpack"])), float(np.median(s["delegate"]))
+                fig = {"xnnpack_us": x, "delegate_us": d, "speedup": x / d,
+                       "round_speedups": self.round_speedups[((b, t), how)]}
+                if how == "python":
+                    row.update(fig)
+                else:
+                    row["c"] = fig
+            rows.append(row)
         return rows
 
 
@@ -400,11 +503,12 @@ class CrossCoreProbe:
 
 
 def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: float,
-               probe: Runner | None = None, cross_core: CrossCoreProbe | None = None) -> tuple[list[float], list]:
-    """Times every comparison once per round; also samples `probe` (the invoke-overhead model) and
-    `cross_core` in every round, so those figures come from the same moments as the rest.  Returns
-    the probe's samples and the cross-core figures of each round."""
-    probe_samples: list[float] = []
+               probe: Runner | None = None, cross_core: CrossCoreProbe | None = None
+               ) -> tuple[dict[str, list[float]], list]:
+    """Times every comparison once per round; also samples `probe` (the invoke-overhead model, from
+    Python and, where it can, from C) and `cross_core` in every round, so those figures come from the
+    same moments as the rest.  Returns the probe's samples and the cross-core figures of each round."""
+    probe_samples: dict[str, list[float]] = {"python": [], "c": []}
     cross: list = []
     for i in range(rounds):
         if i:
@@ -415,7 +519,9 @@ def run_rounds(comparisons: list[Comparison], repeats: int, rounds: int, gap_s: 
         for c in comparisons:
             c.measure_round(repeats)
         if probe is not None:
-            probe_samples += measure({"probe": probe}, repeats)["probe"]
+            probe_samples["python"] += measure({"probe": probe}, repeats)["probe"]
+            if probe.native is not None:
+                probe_samples["c"] += measure({"probe": probe}, repeats, from_c=True)["probe"]
     return probe_samples, cross
 
 
@@ -446,23 +552,32 @@ def machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def overhead_probe() -> Runner:
+def overhead_probe(native: NativeInvoke | None) -> Runner:
     """A one-op 4->1 float model under XNNPACK: its us per invoke() is the Python/runtime call floor."""
     import tf_keras as keras
 
     inp = keras.Input((4,))
     model = convert(keras.Model(inp, keras.layers.Dense(1)(inp)), "float32", np.zeros((1, 4), np.float32))
-    return Runner(model, "xnnpack", 1, 1)
+    return Runner(model, "xnnpack", 1, 1, native=native)
 
 
 def table(rows: list[dict], title: str, overhead: float | None = None) -> list[str]:
-    extra = " | speed-up excl. invoke overhead" if overhead is not None else ""
-    out = [f"| {title} | batch | threads | XNNPACK dense (us) | delegate (us) | speed-up | rounds (min-max){extra} |",
-           "|---|---|---|---|---|---|---|" + ("---|" if overhead is not None else "")]
+    """Markdown rows: the Python-timed figures, then the C-timed ones where every row has them, else
+    (given the invoke overhead) the Python-timed speed-up with the overhead taken off both times."""
+    from_c = bool(rows) and all("c" in r for r in rows)
+    overhead = None if from_c else overhead
+    extra = (" from C: XNNPACK dense (us) | delegate (us) | speed-up | rounds (min-max) |" if from_c
+             else " speed-up excl. invoke overhead |" if overhead is not None else "")
+    out = [f"| {title} | batch | threads | XNNPACK dense (us) | delegate (us) | speed-up | rounds (min-max) |{extra}",
+           "|---|---|---|---|---|---|---|" + ("---|" * 4 if from_c else "---|" if overhead is not None else "")]
     for r in rows:
         rs = r["round_speedups"]
         line = (f"| {r.get('name', '')} | {r['batch']} | {r['threads']} | {r['xnnpack_us']:.2f} | "
                 f"{r['delegate_us']:.2f} | **{r['speedup']:.2f}x** | {min(rs):.2f}-{max(rs):.2f}x |")
+        if from_c:
+            c, cs = r["c"], r["c"]["round_speedups"]
+            line += (f" {c['xnnpack_us']:.2f} | {c['delegate_us']:.2f} | **{c['speedup']:.2f}x** | "
+                     f"{min(cs):.2f}-{max(cs):.2f}x |")
         if overhead is not None:
             # an overhead of 90 % of the delegate's own time or more leaves nothing to compare
             net = ((r["xnnpack_us"] - overhead) / (r["delegate_us"] - overhead)
@@ -509,8 +624,10 @@ def main() -> None:
     settings = {"repeats": repeats, "rounds": rounds, "round_gap_s": gap, "epochs": args.epochs,
                 "quick": args.quick, "timing": f"median over {rounds} rounds {gap:.0f} s apart of {repeats} "
                 "interleaved samples each, a sample being ~20 ms of back-to-back invoke() calls from Python "
-                "(includes ~0.5 us call overhead) after ~5 ms of untimed ones; the speed-up is the ratio of the "
-                "two medians, the rounds column the range of the per-round ratios",
+                "(includes ~0.5 us call overhead) after ~5 ms of untimed ones, and as many of the same "
+                "interpreters' Interpreter::Invoke() called from C (benchmarks/invoke_loop.c), alternating; the "
+                "speed-up is the ratio of the two medians, the rounds column the range of the per-round ratios "
+                "(the crossover sweep is timed from Python only)",
                 "delegate_options": "defaults (min_sparsity 0.5, dense_neighbour_max_macs 16384, autotuned layouts)"}
     result: dict = {"machine": info, "settings": settings}
     md = ["# Sparse delegate benchmark", "", f"Generated by `benchmarks/sparse_delegate.py` on {info['date_utc']}.", "",
@@ -530,20 +647,34 @@ def main() -> None:
                      else "") + f"; ticket from: {t['method']}")
     print("training the mobilenet_v1_025 ticket ...", flush=True)
     mb_tickets, mb_info = mobilenet_tickets(args.data_dir, 1 if args.quick else args.epochs, args.quick)
-    lenet = [Comparison(t["model"], key) for key, t in tickets.items()]
-    mobilenets = [Comparison(t["model"], f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % 16x4")
-                  for dtype, t in mb_tickets.items()]
     with tempfile.TemporaryDirectory() as tmp:
-        probe_samples, cross = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe(),
+        native = NativeInvoke(Path(tmp))
+        if native.why_not:
+            print(f"not timing from C: {native.why_not}", flush=True)
+        lenet = [Comparison(t["model"], key, native=native) for key, t in tickets.items()]
+        mobilenets = [Comparison(t["model"], f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % 16x4", native=native)
+                      for dtype, t in mb_tickets.items()]
+        probe_samples, cross = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe(native),
                                           CrossCoreProbe(Path(tmp)))
     result["cross_core_tsc_cycles_per_round"] = cross
+    result["timed_from_c"] = native.why_not or True
 
     lenet_rows = [r for c in lenet for r in c.rows()]
-    overhead = float(np.median(probe_samples))
-    md += ["", f"Invoke overhead (one-op 4->1 model under XNNPACK, median of {len(probe_samples)} samples taken in "
-           f"every round; range {min(probe_samples):.2f}-{max(probe_samples):.2f} us): {overhead:.2f} us; the last "
-           "column", "subtracts it from both times (what the kernels themselves gain; n/a where it is 90 % or more "
-           "of the delegate's time).", ""]
+    py_probe, c_probe = probe_samples["python"], probe_samples["c"]
+    overhead = float(np.median(py_probe))
+    md += ["", f"Invoke overhead (one-op 4->1 model under XNNPACK, median of {len(py_probe)} samples taken in "
+           f"every round; range {min(py_probe):.2f}-{max(py_probe):.2f} us): {overhead:.2f} us from Python"]
+    if c_probe:
+        md[-1] += (f", {np.median(c_probe):.2f} us from C (range {min(c_probe):.2f}-{max(c_probe):.2f}). The "
+                   "columns from C time the same interpreters' `Interpreter::Invoke()` called back to back from C "
+                   "(`benchmarks/invoke_loop.c`), without the Python call that `invoke()` adds to every invoke: what "
+                   "an application in C, C++ or Java, or LiteRT's C++ benchmark tool, sees. Samples from Python and "
+                   "from C alternate within each round.")
+        md += [""]
+    else:
+        md[-1] += (f"; the last column subtracts it from both times (what the kernels themselves gain; n/a where it "
+                   f"is 90 % or more of the delegate's time). Not timed from C: {native.why_not}.")
+        md += [""]
     md += table(lenet_rows, "ticket", overhead) + [""]
     if cross and cross[0] is not None:
         md += ["Cross-core latency at the start of each round (`benchmarks/delegate_pool_handoff.c`, TSC cycles; the "
@@ -551,11 +682,12 @@ def main() -> None:
                + ", ".join(f"{c['line_round_trip']:.0f}" for c in cross) + "; empty pool job "
                + ", ".join(f"{c['empty_job']:.0f}" for c in cross) + ". Per-round speed-ups, same order:", ""]
         md += [f"- {r['name']} batch {r['batch']}, 2 threads: "
-               + ", ".join(f"{x:.2f}x" for x in r["round_speedups"]) for r in lenet_rows
-               if r["threads"] == 2 and r["batch"] == 1]
+               + ", ".join(f"{x:.2f}x" for x in r["round_speedups"])
+               + (" (from C: " + ", ".join(f"{x:.2f}x" for x in r["c"]["round_speedups"]) + ")" if "c" in r else "")
+               for r in lenet_rows if r["threads"] == 2 and r["batch"] == 1]
         md += [""]
     result["lenet"] = {"dense_accuracy": acc_dense, "rows": lenet_rows, "invoke_overhead_us": overhead,
-                       "invoke_overhead_samples_us": probe_samples,
+                       "invoke_overhead_samples_us": py_probe, "invoke_overhead_from_c_samples_us": c_probe,
                        "tickets": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in tickets.items()}}
 
     mb_rows = [r for c in mobilenets for r in c.rows()]
@@ -575,20 +707,29 @@ def main() -> None:
         for pattern in ("unstructured", "1x16", "16x1" if dtype == "float32" else "16x4"):
             for s in sparsities:
                 model = fc_layer(dtype, s, pattern)
-                runners = {"xnnpack": Runner(model, "xnnpack", 1, 1), "delegate": Runner(model, "delegate", 1, 1,
-                                                                                          {"min_sparsity": 0})}
+                runners = {"xnnpack": Runner(model, "xnnpack", 1, 1, native=native),
+                           "delegate": Runner(model, "delegate", 1, 1, {"min_sparsity": 0}, native=native)}
                 res = {k: float(np.median(v)) for k, v in measure(runners, repeats).items()}
                 sweep.append({"dtype": dtype, "pattern": pattern, "sparsity": s, "xnnpack_us": res["xnnpack"],
                               "delegate_us": res["delegate"], "speedup": res["xnnpack"] / res["delegate"]})
-                print(f"  {dtype} {pattern} {s}: {sweep[-1]['speedup']:.2f}x", flush=True)
+                if not native.why_not:
+                    res = {k: float(np.median(v)) for k, v in measure(runners, repeats, from_c=True).items()}
+                    sweep[-1]["c"] = {"xnnpack_us": res["xnnpack"], "delegate_us": res["delegate"],
+                                      "speedup": res["xnnpack"] / res["delegate"]}
+                print(f"  {dtype} {pattern} {s}: {sweep[-1]['speedup']:.2f}x"
+                      + (f" (from C {sweep[-1]['c']['speedup']:.2f}x)" if "c" in sweep[-1] else ""), flush=True)
     result["crossover_sweep"] = sweep
     md += ["## Crossover sparsity (784->300 FC + ReLU, batch 1, 1 thread, random magnitude-pruned weights)", "",
-           "| dtype | pattern | crossover vs XNNPACK dense | " + " | ".join(f"{s:.2f}" for s in sparsities) + " |",
-           "|---|---|---|" + "---|" * len(sparsities)]
+           "| dtype | pattern | timed from | crossover vs XNNPACK dense | " + " | ".join(f"{s:.2f}" for s in sparsities)
+           + " |", "|---|---|---|---|" + "---|" * len(sparsities)]
     for dtype in ("float32", "int8"):
         for pattern in ("unstructured", "1x16", "16x1" if dtype == "float32" else "16x4"):
-            pts = [(r["sparsity"], r["speedup"]) for r in sweep if r["dtype"] == dtype and r["pattern"] == pattern]
-            md.append(f"| {dtype} | {pattern} | {crossover(pts)} | " + " | ".join(f"{v:.2f}x" for _, v in pts) + " |")
+            rs = [r for r in sweep if r["dtype"] == dtype and r["pattern"] == pattern]
+            for how, fig in (("Python", lambda r: r), ("C", lambda r: r.get("c"))):
+                if all(fig(r) for r in rs):
+                    pts = [(r["sparsity"], fig(r)["speedup"]) for r in rs]
+                    md.append(f"| {dtype} | {pattern} | {how} | {crossover(pts)} | "
+                              + " | ".join(f"{v:.2f}x" for _, v in pts) + " |")
     md.append("")
     md.append("![speed-up vs sparsity](sparse_delegate.png)")
 
@@ -605,16 +746,18 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    from_c = all("c" in r for r in sweep)  # the kernels' own crossover, without the Python call per invoke
     for dtype, ls in (("float32", "-"), ("int8", "--")):
         for pattern in ("unstructured", "1x16", "16x1", "16x4"):
-            pts = [(r["sparsity"], r["speedup"]) for r in sweep if r["dtype"] == dtype and r["pattern"] == pattern]
+            pts = [(r["sparsity"], (r["c"] if from_c else r)["speedup"]) for r in sweep
+                   if r["dtype"] == dtype and r["pattern"] == pattern]
             if pts:
                 ax.plot(*zip(*pts, strict=True), ls, marker="o", label=f"{dtype} {pattern}")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xlabel("weight sparsity")
     ax.set_ylabel("speed-up vs XNNPACK dense")
     ax.set_yscale("log")
-    ax.set_title("784->300 FC, batch 1, 1 thread")
+    ax.set_title("784->300 FC, batch 1, 1 thread" + (", invokes timed from C" if from_c else ""))
     ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

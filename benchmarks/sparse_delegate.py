@@ -318,8 +318,8 @@ class NativeInvoke:
 
         def address(args: list[str], name: str) -> int | None:
             out = subprocess.run(["nm", *args, str(lib)], capture_output=True, text=True).stdout
-            hits = [line.split()[0] for line in out.splitlines() if line.split()[-1:] == [name]
-                    or line.endswith(" " + name + "@@VERS_1.0")]
+            # "ADDRESS TYPE NAME[@@VERSION]"
+            hits = [line.split()[0] for line in out.splitlines() if line.strip() and line.split()[-1].split("@")[0] == name]
             return int(hits[0], 16) if hits else None
 
         invoke_off, anchor_off = address([], self.SYMBOL), address(["-D", "--defined-only"], self.ANCHOR)
@@ -625,7 +625,7 @@ def main() -> None:
                 "quick": args.quick, "timing": f"median over {rounds} rounds {gap:.0f} s apart of {repeats} "
                 "interleaved samples each, a sample being ~20 ms of back-to-back invoke() calls from Python "
                 "(includes ~0.5 us call overhead) after ~5 ms of untimed ones, and as many of the same "
-                "interpreters' Interpreter::Invoke() called from C (benchmarks/invoke_loop.c), alternating; the "
+                "interpreters' Interpreter::Invoke() called from C (benchmarks/invoke_loop.c) right after; the "
                 "speed-up is the ratio of the two medians, the rounds column the range of the per-round ratios "
                 "(the crossover sweep is timed from Python only)",
                 "delegate_options": "defaults (min_sparsity 0.5, dense_neighbour_max_macs 16384, autotuned layouts)"}
@@ -668,8 +668,8 @@ def main() -> None:
         md[-1] += (f", {np.median(c_probe):.2f} us from C (range {min(c_probe):.2f}-{max(c_probe):.2f}). The "
                    "columns from C time the same interpreters' `Interpreter::Invoke()` called back to back from C "
                    "(`benchmarks/invoke_loop.c`), without the Python call that `invoke()` adds to every invoke: what "
-                   "an application in C, C++ or Java, or LiteRT's C++ benchmark tool, sees. Samples from Python and "
-                   "from C alternate within each round.")
+                   "an application in C, C++ or Java, or LiteRT's C++ benchmark tool, sees. In every round each "
+                   "configuration's samples from Python are followed by its samples from C.")
         md += [""]
     else:
         md[-1] += (f"; the last column subtracts it from both times (what the kernels themselves gain; n/a where it "

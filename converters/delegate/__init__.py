@@ -25,7 +25,8 @@ ABI_VERSION = "litert-2.3.0/1"
 #: Weight layouts the kernels run (option ``layouts``).
 LAYOUTS = ("dense", "csr", "1x16", "16x1", "16x4")
 #: Accepted option keys (values are passed to the library as strings).
-OPTIONS = ("min_sparsity", "dense_neighbour_max_macs", "layouts", "num_threads", "verbose", "isa", "rounding")
+OPTIONS = ("min_sparsity", "dense_neighbour_max_macs", "layouts", "num_threads", "dense_threads", "verbose", "isa",
+           "rounding")
 _BACKENDS = ("litert", "tf")
 _REBUILD = "pip install -e . (in the edge-lottery checkout) or pip install --force-reinstall edge-lottery"
 

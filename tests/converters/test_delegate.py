@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_delegate_models import convnet, mlp, op_names, trailing_block_mlp
+from test_delegate_models import convnet, mlp, op_names, pointwise_pair, trailing_block_mlp
 
 import converters.delegate as cd
 import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
@@ -496,6 +496,41 @@ def test_dense_enough_weights_are_declined_and_left_to_xnnpack(capfd):
     _assert_same(got, _reference(model, x))
 
 
+@pytest.mark.parametrize(
+    ("threads", "options", "declined"),
+    [
+        (2, {}, True),  # one thread here next to XNNPACK's two: the 16-input conv is left to XNNPACK
+        (1, {}, False),  # XNNPACK on one thread too: every sparse layer wins here
+        (2, {"dense_threads": 0}, False),  # the estimate switched off
+        (2, {"dense_threads": 1}, False),
+        (2, {"num_threads": 2}, False),  # the kernels on as many threads as XNNPACK
+        (1, {"dense_threads": 4}, True),
+    ],
+)
+def test_int8_layers_with_few_inputs_per_output_are_left_to_xnnpack_in_a_shared_graph(threads, options, declined,
+                                                                                          capfd):
+    """1x1 conv 16 -> 128 and 128 -> 64 at ~90 % 16x4 around a depthwise conv (XNNPACK's): per
+    output, the first saves ~14 of 16 multiply-adds but not the requantization (~24), so XNNPACK's
+    dense kernel on 2 threads beats it; the second (~115 of 128) is taken up to 4 dense threads."""
+    model = pointwise_pair(8, 16, 128, 64, 0.9)
+    x = _input(ai.Interpreter(model_content=model), 2, 3)
+    got = _run(cd.interpreter(model, options={"verbose": True, **options}, num_threads=threads), x)
+    err = capfd.readouterr().err
+    summary = [line for line in err.splitlines() if " FULLY_CONNECTED and " in line][-1]
+    dense_threads = options.get("dense_threads", threads)
+    if declined:
+        assert re.search(r"node 0: CONV_2D declined: the next delegate runs it faster dense \(16 inputs per output at "
+                         rf"sparsity 0\.\d+: about [\d.]+ multiply-add equivalents per output on 1 thread here against "
+                         rf"[\d.]+ dense on the next delegate's {dense_threads} threads; option dense_threads\)", err), err
+        assert "claimed 0 FULLY_CONNECTED and 1 CONV_2D" in summary
+    else:
+        assert "runs it faster dense" not in err
+        assert "claimed 0 FULLY_CONNECTED and 2 CONV_2D" in summary
+    # the depthwise conv runs on XNNPACK either way, whose int8 rounding is its own
+    plain = _run(ai.Interpreter(model_content=model, num_threads=threads), x)
+    assert np.max(np.abs(got.astype(int) - plain.astype(int))) <= 1
+
+
 def _delegated(it) -> list[str]:
     return [op["op_name"] for op in it._get_ops_details()]
 
@@ -614,6 +649,7 @@ def test_abi_mismatch_is_refused_by_the_library_and_by_the_helper(monkeypatch):
         ({"min_sparsity": "lots"}, "min_sparsity must be a number"),
         ({"dense_neighbour_max_macs": -1}, "dense_neighbour_max_macs must be an integer"),
         ({"num_threads": -3}, "num_threads must be an integer"),
+        ({"dense_threads": "two"}, r"dense_threads must be an integer in -1\.\.64, got 'two'"),
         ({"isa": "sse9"}, "isa must be"),
         ({"rounding": "banker"}, "rounding must be builtin or reference"),
     ],

@@ -140,6 +140,26 @@ def convnet(
     return _convert(model, dtype, rep_range, sparse_format, (hw, hw, cin), seed)
 
 
+@functools.cache
+def pointwise_pair(hw: int, cin: int, mid: int, out: int, sparsity: float, seed: int = 0) -> bytes:
+    """int8 1x1 conv (cin -> mid), 3x3 depthwise conv, 1x1 conv (mid -> out), both 1x1 kernels
+    pruned in 16x4 blocks: a MobileNet block, whose depthwise conv the delegate leaves to XNNPACK."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((hw, hw, cin))
+    x = keras.layers.Conv2D(mid, 1, activation="relu6")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    model = keras.Model(inp, keras.layers.Conv2D(out, 1, activation="relu6")(x))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+            k, b = layer.get_weights()
+            k[0, 0] = prune(k[0, 0].T, sparsity, "16x4", rng).T
+            layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    return _convert(model, "int8", (0.0, 1.0), False, (hw, hw, cin), seed)
+
+
 def trailing_block_mlp(in_f: int, block: int):
     """An in_f -> 24 -> 10 MLP (tf_keras, not converted) whose first kernel has 1xblock sparsity and
     non-zeros in the trailing partial block of every other output, and inputs for it: what the

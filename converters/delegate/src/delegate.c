@@ -34,6 +34,7 @@ typedef struct Options {
   int dense_neighbour_max_macs; /* a node too dense to claim is claimed next to a claimed one up to this */
   unsigned layouts; /* bit mask of allowed layouts */
   int num_threads;  /* 0: the interpreter's recommended_num_threads */
+  int dense_threads; /* shared-graph estimate: threads of the dense runtime; -1 the interpreter's, 0/1 off */
   int verbose;
   int rounding; /* ROUNDING_BUILTIN or ROUNDING_REFERENCE */
   char isa[16];
@@ -1596,6 +1597,43 @@ static void log_too_dense(const DelegateData* dd, const OpSpec* s) {
        s->kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D", s->sparsity, dd->opt.min_sparsity);
 }
 
+/* Per output, the requantization of an int8 layer costs about as much as this many multiply-adds,
+ * in these kernels and in a dense runtime's alike: a 1x1 convolution at batch 8 over 24x24 pixels,
+ * K = 8..128 inputs, 50-90 % 16x4 sparsity, ran in about (24 + (1 - sparsity) K) x 4.6 ps per output
+ * here on one thread and XNNPACK's dense kernel in about (24 + K) x 4.6 ps per output and thread
+ * (docs/results/delegate_shared_graph.md). */
+#define REQUANT_MACS 24.0
+
+/* In a graph shared with a dense runtime on `dense_threads` threads (XNNPACK, which runs the rest),
+ * whether the dense runtime would run this int8 layer faster than the sparse kernels on `threads`
+ * threads, by the estimate above.  Sparsity saves multiply-adds, not the requantization of each
+ * output, so a layer with few inputs per output (the first 1x1 convolutions of a MobileNet) saves
+ * little, and next to XNNPACK on 2 threads it runs faster there; leaving it also spares a partition
+ * switch with its activations crossing between cores.  Float32 outputs cost next to nothing, so
+ * float32 layers are always taken.  Writes the figures compared to `why`. */
+static int dense_peer_faster(const OpSpec* s, int threads, int dense_threads, char* why, size_t whylen) {
+  if (s->dtype != EDGE_I8 || s->sparse_input || dense_threads <= threads) return 0;
+  const double here = (REQUANT_MACS + (1.0 - s->sparsity) * s->K) / threads;
+  const double dense = (REQUANT_MACS + s->K) / dense_threads;
+  snprintf(why, whylen, "%d inputs per output at sparsity %.3f: about %.1f multiply-add equivalents per output on %d "
+           "thread%s here against %.1f dense on the next delegate's %d threads",
+           s->K, s->sparsity, here, threads, threads == 1 ? "" : "s", dense, dense_threads);
+  return here >= dense;
+}
+
+/* Whether some node of the plan is of a kind this delegate never claims (so another delegate runs
+ * part of the graph whatever is claimed here). */
+static int plan_is_shared(EdgeContext* ctx, const int* nodes, int nplan) {
+  for (int i = 0; i < nplan; i++) {
+    EdgeNode* node;
+    EdgeRegistration* reg;
+    if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk) return 1;
+    const int c = reg->builtin_code;
+    if (c != eOpFullyConnected && c != eOpConv2D && c != eOpDensify && c != eOpReshape) return 1;
+  }
+  return 0;
+}
+
 /* The nodes delegate_prepare has claimed so far, with the input and output tensor of each claimed
  * FC/CONV_2D (the neighbour pass looks for layers next to them). */
 typedef struct Claims {
@@ -1667,6 +1705,11 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
   claim->size = 0;
   Claims claims = {claim, scratch + nplan + 1, scratch + 2 * ((size_t)nplan + 1), 0, 0, 0};
   int nlow = 0;
+  /* The shared-graph estimate (dense_peer_faster): the kernels' threads in a shared graph (as in
+   * kernel_init) against the dense runtime's. */
+  const int dense_threads = dd->opt.dense_threads < 0 ? ctx->recommended_num_threads : dd->opt.dense_threads;
+  const int shared_threads = dd->opt.num_threads > 0 ? dd->opt.num_threads : 1;
+  const int estimate = dense_threads > shared_threads && plan_is_shared(ctx, nodes, nplan);
   for (int i = 0; i < nplan; i++) {
     EdgeNode* node;
     EdgeRegistration* reg;
@@ -1688,6 +1731,11 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
       } else {
         log_too_dense(dd, &s);
       }
+      continue;
+    }
+    if (estimate && dense_peer_faster(&s, shared_threads, dense_threads, why, sizeof(why))) {
+      vlog(dd, "node %d: %s declined: the next delegate runs it faster dense (%s; option dense_threads)", s.node,
+           s.kind == KIND_FC ? "FULLY_CONNECTED" : "CONV_2D", why);
       continue;
     }
     claim_node(dd, &claims, &s, uses, "");
@@ -1854,6 +1902,7 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
   opt.min_sparsity = 0.5f;
   opt.dense_neighbour_max_macs = 16384;
   opt.layouts = (1u << EDGE_LAYOUT_COUNT) - 1u;
+  opt.dense_threads = -1;
   snprintf(opt.isa, sizeof(opt.isa), "auto");
   char msg[320];
   for (int i = 0; i < count; i++) {
@@ -1895,6 +1944,13 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
         goto fail;
       }
       opt.num_threads = (int)n;
+    } else if (strcmp(k, "dense_threads") == 0) {
+      const long n = strtol(v, &end, 10);
+      if (!end || *end || !*v || n < -1 || n > 64) {
+        snprintf(msg, sizeof(msg), "edge_sparse_delegate: dense_threads must be an integer in -1..64, got '%s'", v);
+        goto fail;
+      }
+      opt.dense_threads = (int)n;
     } else if (strcmp(k, "verbose") == 0) {
       opt.verbose = strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "True") == 0;
     } else if (strcmp(k, "rounding") == 0) {
@@ -1915,7 +1971,7 @@ EXPORT EdgeDelegate* tflite_plugin_create_delegate(char** keys, char** values, s
     } else {
       snprintf(msg, sizeof(msg),
                "edge_sparse_delegate: unknown option '%s' (accepted: abi_version, min_sparsity, "
-               "dense_neighbour_max_macs, layouts, num_threads, verbose, isa, rounding)",
+               "dense_neighbour_max_macs, layouts, num_threads, dense_threads, verbose, isa, rounding)",
                k);
       goto fail;
     }

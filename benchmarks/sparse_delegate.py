@@ -552,6 +552,31 @@ def machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def estimate_declines(model: bytes, batch: int, threads: int) -> list[str]:
+    """The delegate's verbose reasons for the nodes its shared-graph estimate leaves to XNNPACK
+    (read from its stderr log while it prepares ``model``)."""
+    import converters.delegate as cd
+
+    with tempfile.TemporaryFile(mode="w+") as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            it = cd.interpreter(model, options={"verbose": True}, num_threads=threads)
+            d = it.get_input_details()[0]
+            it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]])
+            it.allocate_tensors()
+            del it
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        lines = log.read().splitlines()
+    marker = "declined: the next delegate runs it faster dense ("
+    return sorted({line.split("edge_sparse_delegate: ", 1)[1].replace(marker, "(").rstrip() for line in lines
+                   if marker in line})
+
+
 def overhead_probe(native: NativeInvoke | None) -> Runner:
     """A one-op 4->1 float model under XNNPACK: its us per invoke() is the Python/runtime call floor."""
     import tf_keras as keras
@@ -654,8 +679,11 @@ def main() -> None:
         lenet = [Comparison(t["model"], key, native=native) for key, t in tickets.items()]
         mobilenets = [Comparison(t["model"], f"mobilenet_v1_025 {dtype}, 1x1 convs 90 % 16x4", native=native)
                       for dtype, t in mb_tickets.items()]
-        probe_samples, cross = run_rounds(lenet + mobilenets, repeats, rounds, gap, overhead_probe(native),
-                                          CrossCoreProbe(Path(tmp)))
+        # the int8 ticket again with the shared-graph estimate off, on 2 threads (where it acts), side by side
+        estimate_off = Comparison(mb_tickets["int8"]["model"], "mobilenet_v1_025 int8, every layer sparse enough "
+                                  "claimed (dense_threads 0)", {"dense_threads": 0}, threads=(2,), native=native)
+        probe_samples, cross = run_rounds(lenet + mobilenets + [estimate_off], repeats, rounds, gap,
+                                          overhead_probe(native), CrossCoreProbe(Path(tmp)))
     result["cross_core_tsc_cycles_per_round"] = cross
     result["timed_from_c"] = not native.why_not
     if native.why_not:
@@ -698,8 +726,14 @@ def main() -> None:
            f"(sparsity of the 1x1 convolutions {mb_info['sparsity_1x1']:.3f}) Keras test accuracy "
            f"{mb_info['accuracy']:.4f}, float32 TFLite {mb_tickets['float32']['tflite_accuracy']:.4f}, int8 TFLite "
            f"{mb_tickets['int8']['tflite_accuracy']:.4f}; pruned by: {mb_info['method']}.", ""]
-    md += table(mb_rows, "model") + [""]
-    result["mobilenet_v1_025"] = {"rows": mb_rows, "ticket": mb_info,
+    off_rows = estimate_off.rows()
+    left = estimate_declines(mb_tickets["int8"]["model"], 8, 2)
+    md += table(mb_rows + off_rows, "model") + [""]
+    md += ["The last two rows time the int8 ticket with the delegate's shared-graph estimate off (`dense_threads` 0, "
+           "each against its own XNNPACK interpreter): every layer sparse enough is claimed. By default, on 2 threads, "
+           "it leaves to XNNPACK: " + ("; ".join(left) if left else "nothing") + ".", ""]
+    result["mobilenet_v1_025"] = {"rows": mb_rows, "rows_estimate_off": off_rows, "left_to_xnnpack_by_estimate": left,
+                                  "ticket": mb_info,
                                   "tflite_accuracy": {k: v["tflite_accuracy"] for k, v in mb_tickets.items()}}
 
     print("crossover sweep ...", flush=True)

@@ -1,0 +1,179 @@
+"""The sparse delegate next to XNNPACK: which int8 layers are worth claiming in a shared graph.
+
+Not a test. Writes docs/results/delegate_shared_graph.{json,md} with machine, versions and settings.
+
+When the delegate shares a graph with XNNPACK (a MobileNet: XNNPACK runs the depthwise convolutions),
+its kernels stay on one thread (XNNPACK's workers poll the other cores between their jobs), while
+XNNPACK runs a layer it is left with on all of the interpreter's threads. Sparsity saves
+multiply-adds, but every output still costs its exact int8 requantization, so a layer with few inputs
+per output saves little. The delegate's estimate (``dense_peer_faster`` in
+converters/delegate/src/delegate.c, option ``dense_threads``) declines an int8 layer when
+
+    (24 + density * K) / threads_here  >=  (24 + K) / threads_of_xnnpack
+
+where K is the number of inputs per output and 24 the requantization's cost in multiply-adds.
+This script measures what that estimate stands on:
+
+* single int8 1x1 convolutions (N = 64 outputs, 24x24 pixels, batch 8) for K in 8..128 and 50 / 75
+  / 90 % 16x4 sparsity: XNNPACK dense on 1 and 2 threads against the delegate on one thread, with
+  the estimate's verdict for 2 threads next to the measured ratio, and a least-squares fit of the
+  per-output time of each side to a + b * (multiply-adds per output), whose a / b is the
+  requantization's cost in multiply-adds;
+* mobilenet_v1_025 int8 (random weights, every 1x1 convolution 90 % 16x4; the first two have 8 and 16
+  inputs per output) at batch 8 on 2 threads: XNNPACK alone, the delegate with its defaults (the
+  estimate on), and with ``dense_threads=0`` (every layer sparse enough claimed), side by side.
+
+Interleaved samples of ~20 ms of back-to-back invokes from Python, median over rounds.
+
+    nice python benchmarks/delegate_shared_graph.py    # ~3 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edge_lottery  # noqa: F401  (Keras 2 before TensorFlow)
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+import sparse_delegate as sd  # noqa: E402  (the same timing, pruning and conversion as the speed benchmark)
+
+REQUANT_MACS = 24.0  # the delegate's constant (delegate.c, REQUANT_MACS)
+HW, N, BATCH = 24, 64, 8
+KS = (8, 16, 32, 64, 128)
+SPARSITIES = (0.5, 0.75, 0.9)
+
+
+def pointwise(k: int, sparsity: float) -> bytes:
+    """One int8 1x1 conv k -> N over HW x HW pixels, 16x4 blocks pruned to ``sparsity``."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((HW, HW, k))
+    model = keras.Model(inp, keras.layers.Conv2D(N, 1, activation="relu")(inp))
+    w, b = model.get_weights()
+    w[0, 0] = sd.block_prune(w[0, 0].T, sparsity, 16, 4).T
+    model.set_weights([w, b])
+    return sd.convert(model, "int8", np.random.default_rng(0).uniform(-1, 1, (32, HW, HW, k)).astype(np.float32))
+
+
+def density_of(model: bytes) -> float:
+    """Non-zero fraction of the converted model's int8 conv kernel (quantization adds zeros)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    for t in it.get_tensor_details():
+        if len(t["shape"]) == 4 and t["shape"][0] == N and t["dtype"] == np.int8:
+            try:
+                return float(np.count_nonzero(it.get_tensor(t["index"])) / np.prod(t["shape"]))
+            except ValueError:  # not a constant
+                continue
+    raise RuntimeError("no int8 conv kernel found")
+
+
+def estimate_declines(k: int, density: float, threads_here: int, dense_threads: int) -> bool:
+    return (REQUANT_MACS + density * k) / threads_here >= (REQUANT_MACS + k) / dense_threads
+
+
+def fit(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b x."""
+    b, a = np.polyfit(np.asarray(x), np.asarray(y), 1)
+    return float(a), float(b)
+
+
+def main() -> None:
+    from edge_lottery.atomic import atomic_write_json, atomic_write_text
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "delegate_shared_graph")
+    args = ap.parse_args()
+
+    info = sd.machine()
+    settings = {"rounds": args.rounds, "repeats": args.repeats, "pixels": f"{HW}x{HW}", "outputs": N, "batch": BATCH,
+                "requant_macs": REQUANT_MACS,
+                "timing": f"median over {args.rounds} rounds of {args.repeats} interleaved samples of ~20 ms of "
+                          "back-to-back invoke() calls from Python"}
+    one_thread = {"num_threads": 1, "min_sparsity": 0, "dense_threads": 0}  # a lone layer: force what a shared graph gets
+    layers = []
+    for k in KS:
+        for s in SPARSITIES:
+            model = pointwise(k, s)
+            layers.append({"K": k, "sparsity": s, "density": density_of(model),
+                           "runners": {"xnnpack_1": sd.Runner(model, "xnnpack", BATCH, 1),
+                                       "xnnpack_2": sd.Runner(model, "xnnpack", BATCH, 2),
+                                       "delegate_1": sd.Runner(model, "delegate", BATCH, 2, one_thread)}})
+    mb = sd.mobilenet("int8", 0.9)
+    mb_runners = {"xnnpack": sd.Runner(mb, "xnnpack", BATCH, 2),
+                  "delegate default": sd.Runner(mb, "delegate", BATCH, 2),
+                  "delegate dense_threads=0": sd.Runner(mb, "delegate", BATCH, 2, {"dense_threads": 0})}
+    mb_samples: dict[str, list[float]] = {k: [] for k in mb_runners}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds} ...", flush=True)
+        for layer in layers:
+            layer.setdefault("samples", {k: [] for k in layer["runners"]})
+            for k, v in sd.measure(layer["runners"], args.repeats).items():
+                layer["samples"][k] += v
+        for k, v in sd.measure(mb_runners, args.repeats).items():
+            mb_samples[k] += v
+        time.sleep(2)
+
+    outputs = BATCH * HW * HW * N
+    rows = []
+    for layer in layers:
+        us = {k: float(np.median(v)) for k, v in layer["samples"].items()}
+        rows.append({"K": layer["K"], "sparsity": layer["sparsity"], "density": layer["density"], **{f"{k}_us": v for k, v in us.items()},
+                     "xnnpack_2_over_delegate_1": us["xnnpack_2"] / us["delegate_1"],
+                     "estimate_declines_at_2_threads": estimate_declines(layer["K"], layer["density"], 1, 2)})
+    ps = 1e6 / outputs  # us per invoke -> ps per output
+    a_x, b_x = fit([r["K"] for r in rows], [r["xnnpack_1_us"] * ps for r in rows])
+    a_d, b_d = fit([r["density"] * r["K"] for r in rows], [r["delegate_1_us"] * ps for r in rows])
+    disagree = sum((r["xnnpack_2_over_delegate_1"] > 1) == r["estimate_declines_at_2_threads"] for r in rows)
+    mbu = {k: float(np.median(v)) for k, v in mb_samples.items()}
+    result = {"machine": info, "settings": settings, "layers": rows,
+              "fit_ps_per_output": {"xnnpack_1_thread": {"a": a_x, "b_per_mac": b_x, "requant_macs": a_x / b_x},
+                                    "delegate_1_thread": {"a": a_d, "b_per_mac": b_d, "requant_macs": a_d / b_d}},
+              "estimate_disagrees": disagree, "layers_measured": len(rows),
+              "mobilenet_v1_025_int8_batch8_2threads_us": mbu}
+
+    md = ["# Sparse delegate next to XNNPACK: which int8 layers to claim in a shared graph", "",
+          f"Generated by `benchmarks/delegate_shared_graph.py` on {info['date_utc']}.", "",
+          "Machine and versions: " + ", ".join(f"{k}={v}" for k, v in info.items()), "",
+          "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
+          f"## One int8 1x1 convolution, K -> {N} over {HW}x{HW} pixels, batch {BATCH}, 16x4 blocks", "",
+          "XNNPACK runs the model stored dense; the delegate runs it on one thread (as it does next to XNNPACK in "
+          "a shared graph). Density is the non-zero fraction after int8 conversion. The estimate declines a "
+          f"layer on 2 threads when {REQUANT_MACS:.0f} + density K >= ({REQUANT_MACS:.0f} + K) / 2.", "",
+          "| K | sparsity | density | XNNPACK 1 thread (us) | XNNPACK 2 threads (us) | delegate 1 thread (us) "
+          "| XNNPACK 2 threads / delegate | estimate on 2 threads |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['K']} | {r['sparsity']:.2f} | {r['density']:.3f} | {r['xnnpack_1_us']:.1f} | "
+                  f"{r['xnnpack_2_us']:.1f} | {r['delegate_1_us']:.1f} | {r['xnnpack_2_over_delegate_1']:.2f}x | "
+                  f"{'decline' if r['estimate_declines_at_2_threads'] else 'claim'} |")
+    md += ["", f"The estimate's verdict disagrees with the measured ratio (claim where XNNPACK on 2 threads is faster, "
+           f"or decline where it is slower) for {disagree} of {len(rows)} layers.", "",
+           "Least-squares fit of the time per output (ps) on one thread to a + b x, x the multiply-adds per output "
+           "(K for XNNPACK, density x K for the delegate); a / b is the requantization's cost in multiply-adds:", "",
+           "| side | a (ps) | b (ps per multiply-add) | a / b |", "|---|---|---|---|",
+           f"| XNNPACK dense | {a_x:.1f} | {b_x:.2f} | {a_x / b_x:.1f} |",
+           f"| delegate sparse | {a_d:.1f} | {b_d:.2f} | {a_d / b_d:.1f} |", "",
+           f"## mobilenet_v1_025 int8, every 1x1 convolution 90 % 16x4 (random weights), batch {BATCH}, 2 threads", "",
+           "The first two 1x1 convolutions have 8 and 16 inputs per output: the default leaves them to XNNPACK.", "",
+           "| configuration | us per invoke | XNNPACK / this |", "|---|---|---|"]
+    for k, v in mbu.items():
+        md.append(f"| {k} | {v:.1f} | {mbu['xnnpack'] / v:.2f}x |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

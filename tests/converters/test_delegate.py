@@ -504,15 +504,16 @@ def test_dense_enough_weights_are_declined_and_left_to_xnnpack(capfd):
         (2, {"dense_threads": 0}, False),  # the estimate switched off
         (2, {"dense_threads": 1}, False),
         (2, {"num_threads": 2}, False),  # the kernels on as many threads as XNNPACK
-        (1, {"dense_threads": 4}, True),
+        (1, {"dense_threads": 3}, True),
     ],
 )
 def test_int8_layers_with_few_inputs_per_output_are_left_to_xnnpack_in_a_shared_graph(threads, options, declined,
                                                                                           capfd):
-    """1x1 conv 16 -> 128 and 128 -> 64 at ~90 % 16x4 around a depthwise conv (XNNPACK's): per
-    output, the first saves ~14 of 16 multiply-adds but not the requantization (~24), so XNNPACK's
-    dense kernel on 2 threads beats it; the second (~115 of 128) is taken up to 4 dense threads."""
-    model = pointwise_pair(8, 16, 128, 64, 0.9)
+    """1x1 conv 16 -> 128 and 128 -> 64 at 80 % (unstructured: every output has weights) around a
+    depthwise conv (XNNPACK's): per output, the first saves ~13 of 16 multiply-adds but not the
+    requantization (~24), so XNNPACK's dense kernel on 2 threads beats it; the second (~102 of 128)
+    is taken up to 3 dense threads."""
+    model = pointwise_pair(8, 16, 128, 64, 0.8, "unstructured")
     x = _input(ai.Interpreter(model_content=model), 2, 3)
     got = _run(cd.interpreter(model, options={"verbose": True, **options}, num_threads=threads), x)
     err = capfd.readouterr().err
@@ -520,14 +521,28 @@ def test_int8_layers_with_few_inputs_per_output_are_left_to_xnnpack_in_a_shared_
     dense_threads = options.get("dense_threads", threads)
     if declined:
         assert re.search(r"node 0: CONV_2D declined: the next delegate runs it faster dense \(16 inputs per output at "
-                         rf"sparsity 0\.\d+: about [\d.]+ multiply-add equivalents per output on 1 thread here against "
-                         rf"[\d.]+ dense on the next delegate's {dense_threads} threads; option dense_threads\)", err), err
+                         r"sparsity 0\.\d+: about [\d.]+ multiply-add "
+                         rf"equivalents per output on 1 thread here against [\d.]+ dense on the next delegate's "
+                         rf"{dense_threads} threads; option dense_threads\)", err), err
         assert "claimed 0 FULLY_CONNECTED and 1 CONV_2D" in summary
     else:
         assert "runs it faster dense" not in err
         assert "claimed 0 FULLY_CONNECTED and 2 CONV_2D" in summary
     # the depthwise conv runs on XNNPACK either way, whose int8 rounding is its own
     plain = _run(ai.Interpreter(model_content=model, num_threads=threads), x)
+    assert np.max(np.abs(got.astype(int) - plain.astype(int))) <= 1
+
+
+def test_a_layer_without_weights_is_claimed_in_a_shared_graph(capfd):
+    """Its outputs are a constant in the delegate (no products, no requantization), so the estimate
+    does not give it to XNNPACK."""
+    model = pointwise_pair(8, 16, 128, 64, 0.8, "unstructured", first_sparsity=1.0)
+    x = _input(ai.Interpreter(model_content=model), 2, 3)
+    got = _run(cd.interpreter(model, options={"verbose": True}, num_threads=2), x)
+    err = capfd.readouterr().err
+    assert "runs it faster dense" not in err
+    assert "claimed 0 FULLY_CONNECTED and 2 CONV_2D" in [line for line in err.splitlines() if " CONV_2D nodes" in line][-1]
+    plain = _run(ai.Interpreter(model_content=model, num_threads=2), x)
     assert np.max(np.abs(got.astype(int) - plain.astype(int))) <= 1
 
 

@@ -141,9 +141,11 @@ def convnet(
 
 
 @functools.cache
-def pointwise_pair(hw: int, cin: int, mid: int, out: int, sparsity: float, seed: int = 0) -> bytes:
+def pointwise_pair(hw: int, cin: int, mid: int, out: int, sparsity: float, pattern: str = "16x4",
+                   first_sparsity: float | None = None, seed: int = 0) -> bytes:
     """int8 1x1 conv (cin -> mid), 3x3 depthwise conv, 1x1 conv (mid -> out), both 1x1 kernels
-    pruned in 16x4 blocks: a MobileNet block, whose depthwise conv the delegate leaves to XNNPACK."""
+    pruned to ``pattern`` (the first to ``first_sparsity`` if given): a MobileNet block, whose
+    depthwise conv the delegate leaves to XNNPACK."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
@@ -152,11 +154,13 @@ def pointwise_pair(hw: int, cin: int, mid: int, out: int, sparsity: float, seed:
     x = keras.layers.Conv2D(mid, 1, activation="relu6")(inp)
     x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
     model = keras.Model(inp, keras.layers.Conv2D(out, 1, activation="relu6")(x))
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
-            k, b = layer.get_weights()
-            k[0, 0] = prune(k[0, 0].T, sparsity, "16x4", rng).T
-            layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    pointwise = [ly for ly in model.layers
+                 if isinstance(ly, keras.layers.Conv2D) and not isinstance(ly, keras.layers.DepthwiseConv2D)]
+    for i, layer in enumerate(pointwise):
+        k, b = layer.get_weights()
+        share = first_sparsity if i == 0 and first_sparsity is not None else sparsity
+        k[0, 0] = prune(k[0, 0].T, share, pattern, rng).T
+        layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
     return _convert(model, "int8", (0.0, 1.0), False, (hw, hw, cin), seed)
 
 

@@ -1598,10 +1598,12 @@ static void log_too_dense(const DelegateData* dd, const OpSpec* s) {
 }
 
 /* Per output, the requantization of an int8 layer costs about as much as this many multiply-adds,
- * in these kernels and in a dense runtime's alike: a 1x1 convolution at batch 8 over 24x24 pixels,
- * K = 8..128 inputs, 50-90 % 16x4 sparsity, ran in about (24 + (1 - sparsity) K) x 4.6 ps per output
- * here on one thread and XNNPACK's dense kernel in about (24 + K) x 4.6 ps per output and thread
- * (docs/results/delegate_shared_graph.md). */
+ * in these kernels and in a dense runtime's alike: single int8 1x1 convolutions at batch 8 over
+ * 24x24 pixels, K = 8..128 inputs, 50-90 % 16x4 sparsity, ran in about (23 + density K) x 4.8 ps
+ * per output here on one thread, and XNNPACK's dense kernel in about (30 + K) x 4.4 ps per output
+ * and thread (docs/results/delegate_shared_graph.md; 24 for both errs towards claiming).  Groups
+ * of 16 outputs without weights (a constant here) did not make a layer measurably cheaper per
+ * output, short of a layer without any weight. */
 #define REQUANT_MACS 24.0
 
 /* In a graph shared with a dense runtime on `dense_threads` threads (XNNPACK, which runs the rest),
@@ -1612,13 +1614,14 @@ static void log_too_dense(const DelegateData* dd, const OpSpec* s) {
  * switch with its activations crossing between cores.  Float32 outputs cost next to nothing, so
  * float32 layers are always taken.  Writes the figures compared to `why`. */
 static int dense_peer_faster(const OpSpec* s, int threads, int dense_threads, char* why, size_t whylen) {
-  if (s->dtype != EDGE_I8 || s->sparse_input || dense_threads <= threads) return 0;
+  /* a layer without any weight is a constant here: no products, no requantization, only stores */
+  if (s->dtype != EDGE_I8 || s->sparse_input || dense_threads <= threads || s->sparsity >= 1.f) return 0;
   const double here = (REQUANT_MACS + (1.0 - s->sparsity) * s->K) / threads;
   const double dense = (REQUANT_MACS + s->K) / dense_threads;
   snprintf(why, whylen, "%d inputs per output at sparsity %.3f: about %.1f multiply-add equivalents per output on %d "
            "thread%s here against %.1f dense on the next delegate's %d threads",
            s->K, s->sparsity, here, threads, threads == 1 ? "" : "s", dense, dense_threads);
-  return here >= dense;
+  return here > dense;
 }
 
 /* Whether some node of the plan is of a kind this delegate never claims (so another delegate runs
@@ -1717,7 +1720,7 @@ static int delegate_prepare(EdgeContext* ctx, EdgeDelegate* d) {
     if (ctx->GetNodeAndRegistration(ctx, nodes[i], &node, &reg) != eStatusOk) continue;
     if (reg->builtin_code != eOpFullyConnected && reg->builtin_code != eOpConv2D) continue;
     OpSpec s;
-    char why[200];
+    char why[320];
     if (analyze(ctx, nodes[i], densify_of, &s, why, sizeof(why)) != 0) {
       vlog(dd, "node %d: %s declined: %s", nodes[i], reg->builtin_code == eOpConv2D ? "CONV_2D" : "FULLY_CONNECTED",
            why);

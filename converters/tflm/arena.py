@@ -261,7 +261,7 @@ def arena_info(model_bytes: bytes, alt_decompression_memory_size: int = 0) -> Ar
     alt = int(alt_decompression_memory_size)
     code = "import sys; from converters.tflm.arena import _worker; _worker(int(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_package_root(), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", code, str(alt)], input=bytes(model_bytes),
+    proc = subprocess.run([sys.executable, "-P", "-c", code, str(alt)], input=bytes(model_bytes),
                           capture_output=True, env=env, timeout=600)
     lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -294,7 +294,7 @@ def check_no_crash(model_bytes: bytes, arena_size: int | None = None) -> None:
     code = "import sys; from converters.tflm.arena import _crash_worker; _crash_worker(int(sys.argv[1]))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_package_root(), os.environ.get("PYTHONPATH", "")]))
     try:
-        proc = subprocess.run([sys.executable, "-c", code, str(size)], input=model_bytes, capture_output=True,
+        proc = subprocess.run([sys.executable, "-P", "-c", code, str(size)], input=model_bytes, capture_output=True,
                               env=env, timeout=CRASH_CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConverterError(f"TFLite-Micro did not finish allocating and running the model once within "

@@ -343,7 +343,7 @@ class HostTarget:
                               "parent_pid": os.getpid()})
         # Generous wall clock beyond timeout_s: interpreter start-up and input preparation.
         try:
-            proc = subprocess.run([sys.executable, "-m", "devices.targets.host"], input=request,
+            proc = subprocess.run([sys.executable, "-P", "-m", "devices.targets.host"], input=request,
                                   capture_output=True, text=True, timeout=settings.timeout_s + 60)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"host benchmark of {model_path} did not finish within timeout_s="

@@ -133,7 +133,7 @@ def measure_arena(model: bytes, alt_decompression_memory_size: int = 0) -> dict[
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "devices.targets.tflm", str(int(alt_decompression_memory_size))],
+    proc = subprocess.run([sys.executable, "-P", "-m", "devices.targets.tflm", str(int(alt_decompression_memory_size))],
                           input=bytes(model), capture_output=True, timeout=900)
     lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -146,3 +146,15 @@ def test_sparse_delegate_gives_the_same_outputs():
     assert record.settings["delegate"] == "sparse" and record.figure("latency_p50").value > 0
     with pytest.raises(DeviceError, match="sparse"):
         HostTarget().run(path, BenchSettings(runs=2, delegate="sparse", extra={"delegate.bogus": "1"}))
+
+
+def test_measuring_child_ignores_packages_in_the_working_directory(tmp_path, monkeypatch):
+    """`edge-lottery bench` run inside a source checkout after `pip install .`: the child process
+    that measures must import the installed packages, not the checkout's (whose delegate library
+    is not built there). A decoy package in the working directory stands in for the checkout."""
+    for name in ("devices", "converters"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('imported from the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    record = HostTarget().run(tiny_model("dense", False), BenchSettings(runs=3, warmup=1))[0]
+    assert record.status == "ok" and record.figure("latency_p50").value > 0

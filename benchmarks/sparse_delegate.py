@@ -6,7 +6,9 @@ Not a test. Writes docs/results/sparse_delegate.{json,md,png} with machine, vers
   magnitude pruning + fine-tuning as the fallback if it fails): 90 % 16x1 blocks (float32), 90 %
   16x4 blocks (int8), 95 % unstructured (float32); accuracy is reported next to speed.
 * mobilenet_v1_025 (96x96x3) on Fashion-MNIST (upscaled): the project's own search prunes its 1x1
-  convolutions to 90 % in 16x4 blocks (accuracy reported), float32 and int8, end to end.
+  convolutions to 90 % in 16x4 blocks (accuracy reported), float32 and int8, end to end; the int8
+  ticket also on 2 threads with the delegate's shared-graph estimate off (``dense_threads=0``), so
+  the estimate's effect is measured side by side, and the layers it leaves to XNNPACK are listed.
 * Crossover sparsity per pattern on the 784->300 layer (random magnitude-pruned weights).
 
 Every configuration runs batch 1 and 8, 1 and 2 threads; times are medians over interleaved

@@ -17,7 +17,9 @@ This script measures what that estimate stands on:
 
 * single int8 1x1 convolutions (N = 64 outputs, 24x24 pixels, batch 8) for K in 8..128 and 50 / 75
   / 90 % 16x4 sparsity: XNNPACK dense on 1 and 2 threads against the delegate on one thread, with
-  the estimate's verdict for 2 threads next to the measured ratio, and a least-squares fit of the
+  the delegate's own verdict for 2 threads next to the measured ratio (read from its verbose log for
+  the same convolution followed by a LOGISTIC op, which makes the graph a shared one), and a
+  least-squares fit of the
   per-output time of each side to a + b * (multiply-adds per output), whose a / b is the
   requantization's cost in multiply-adds.
 
@@ -44,22 +46,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import sparse_delegate as sd  # noqa: E402  (the same timing, pruning and conversion as the speed benchmark)
 
-REQUANT_MACS = 24.0  # the delegate's constant (delegate.c, REQUANT_MACS)
 HW, N, BATCH = 24, 64, 8
 KS = (8, 16, 32, 64, 128)
 SPARSITIES = (0.5, 0.75, 0.9)
 
 
-def pointwise(k: int, sparsity: float) -> bytes:
-    """One int8 1x1 conv k -> N over HW x HW pixels, 16x4 blocks pruned to ``sparsity``."""
+def pointwise(k: int, sparsity: float, shared: bool = False) -> bytes:
+    """One int8 1x1 conv k -> N over HW x HW pixels, 16x4 blocks pruned to ``sparsity``; with
+    ``shared``, the same conv followed by a sigmoid (LOGISTIC, which the delegate never claims)."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((HW, HW, k))
-    model = keras.Model(inp, keras.layers.Conv2D(N, 1, activation="relu")(inp))
-    w, b = model.get_weights()
+    conv = keras.layers.Conv2D(N, 1, activation="relu")
+    out = conv(inp)
+    model = keras.Model(inp, keras.layers.Activation("sigmoid")(out) if shared else out)
+    w, b = conv.get_weights()
     w[0, 0] = sd.block_prune(w[0, 0].T, sparsity, 16, 4).T
-    model.set_weights([w, b])
+    conv.set_weights([w, b])
     return sd.convert(model, "int8", np.random.default_rng(0).uniform(-1, 1, (32, HW, HW, k)).astype(np.float32))
 
 
@@ -80,11 +84,6 @@ def density_of(model: bytes) -> tuple[float, float]:
     raise RuntimeError("no int8 conv kernel found")
 
 
-def estimate_declines(k: int, density: float, threads_here: int, dense_threads: int) -> bool:
-    """The delegate's estimate (dense_peer_faster in delegate.c)."""
-    return density > 0 and (REQUANT_MACS + density * k) / threads_here > (REQUANT_MACS + k) / dense_threads
-
-
 def fit(x: list[float], y: list[float]) -> tuple[float, float]:
     """Least squares y = a + b x."""
     b, a = np.polyfit(np.asarray(x), np.asarray(y), 1)
@@ -102,7 +101,6 @@ def main() -> None:
 
     info = sd.machine()
     settings = {"rounds": args.rounds, "repeats": args.repeats, "pixels": f"{HW}x{HW}", "outputs": N, "batch": BATCH,
-                "requant_macs": REQUANT_MACS,
                 "timing": f"median over {args.rounds} rounds of {args.repeats} interleaved samples of ~20 ms of "
                           "back-to-back invoke() calls from Python"}
     one_thread = {"num_threads": 1, "min_sparsity": 0, "dense_threads": 0}  # a lone layer: force what a shared graph gets
@@ -111,7 +109,9 @@ def main() -> None:
         for s in SPARSITIES:
             model = pointwise(k, s)
             density, live = density_of(model)
+            declined = bool(sd.layers_left_to_xnnpack(pointwise(k, s, shared=True), BATCH, 2))
             layers.append({"K": k, "sparsity": s, "density": density, "live_outputs": live,
+                           "delegate_declines_at_2_threads": declined,
                            "runners": {"xnnpack_1": sd.Runner(model, "xnnpack", BATCH, 1),
                                        "xnnpack_2": sd.Runner(model, "xnnpack", BATCH, 2),
                                        "delegate_1": sd.Runner(model, "delegate", BATCH, 2, one_thread)}})
@@ -130,11 +130,11 @@ def main() -> None:
         rows.append({"K": layer["K"], "sparsity": layer["sparsity"], "density": layer["density"],
                      "live_outputs": layer["live_outputs"], **{f"{k}_us": v for k, v in us.items()},
                      "xnnpack_2_over_delegate_1": us["xnnpack_2"] / us["delegate_1"],
-                     "estimate_declines_at_2_threads": estimate_declines(layer["K"], layer["density"], 1, 2)})
+                     "delegate_declines_at_2_threads": layer["delegate_declines_at_2_threads"]})
     ps = 1e6 / outputs  # us per invoke -> ps per output
     a_x, b_x = fit([r["K"] for r in rows], [r["xnnpack_1_us"] * ps for r in rows])
     a_d, b_d = fit([r["density"] * r["K"] for r in rows], [r["delegate_1_us"] * ps for r in rows])
-    disagree = sum((r["xnnpack_2_over_delegate_1"] > 1) == r["estimate_declines_at_2_threads"] for r in rows)
+    disagree = sum((r["xnnpack_2_over_delegate_1"] > 1) == r["delegate_declines_at_2_threads"] for r in rows)
     result = {"machine": info, "settings": settings, "layers": rows,
               "fit_ps_per_output": {"xnnpack_1_thread": {"a": a_x, "b_per_mac": b_x, "requant_macs": a_x / b_x},
                                     "delegate_1_thread": {"a": a_d, "b_per_mac": b_d, "requant_macs": a_d / b_d}},
@@ -148,16 +148,17 @@ def main() -> None:
           "XNNPACK runs the model stored dense; the delegate runs it on one thread (as it does next to XNNPACK in "
           "a shared graph). Density is the non-zero fraction after int8 conversion, live the fraction of outputs "
           "in groups of 16 channels with any weight (the others are a constant in the delegate; the estimate leaves "
-          "them out of account, as they did not make a layer measurably cheaper per output). The estimate "
-          f"declines a layer on 2 threads when {REQUANT_MACS:.0f} + density K > ({REQUANT_MACS:.0f} + K) / 2.", "",
+          "them out of account, as they did not make a layer measurably cheaper per output). The last column is "
+          "the delegate's own decision on 2 threads (its verbose log), for the same convolution followed by a "
+          "LOGISTIC op, which makes the graph a shared one: it declines when 24 + density K > (24 + K) / 2.", "",
           "| K | sparsity | density | live | XNNPACK 1 thread (us) | XNNPACK 2 threads (us) | delegate 1 thread (us) "
-          "| XNNPACK 2 threads / delegate | estimate on 2 threads |",
+          "| XNNPACK 2 threads / delegate | delegate's decision on 2 threads |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['K']} | {r['sparsity']:.2f} | {r['density']:.3f} | {r['live_outputs']:.2f} | "
                   f"{r['xnnpack_1_us']:.1f} | {r['xnnpack_2_us']:.1f} | {r['delegate_1_us']:.1f} | {r['xnnpack_2_over_delegate_1']:.2f}x | "
-                  f"{'decline' if r['estimate_declines_at_2_threads'] else 'claim'} |")
-    md += ["", f"The estimate's verdict disagrees with the measured ratio (claim where XNNPACK on 2 threads is faster, "
+                  f"{'decline' if r['delegate_declines_at_2_threads'] else 'claim'} |")
+    md += ["", f"The delegate's decision disagrees with the measured ratio (claim where XNNPACK on 2 threads is faster, "
            f"or decline where it is slower) for {disagree} of {len(rows)} layers.", "",
            "Least-squares fit of the time per output (ps) on one thread to a + b x, x the multiply-adds per output "
            "(K for XNNPACK, density x K for the delegate); a / b is the requantization's cost in multiply-adds:", "",
